@@ -1,0 +1,37 @@
+# `make run` starts one node with data in ./data; `make test` runs every test.
+CARGO ?= cargo
+DATA_DIR ?= ./data
+
+.PHONY: deps build run test unit compat fuzz bench crash clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --bin quarry
+
+run: build
+	./target/release/quarry serve --data-dir $(DATA_DIR)
+
+# Unit and integration tests (real sockets, real RocksDB), then real Kafka clients.
+test: deps
+	compat/install.sh
+	$(CARGO) build --release --workspace --all-targets
+	$(CARGO) test --release --workspace
+	compat/run.sh
+	scripts/fuzz.sh 60
+
+unit: deps
+	$(CARGO) test --release --workspace
+
+compat: build
+	compat/run.sh
+
+fuzz: deps
+	scripts/fuzz.sh 300
+
+bench: build
+	$(CARGO) run --release -p bench --bin produce-consume
+
+clean:
+	$(CARGO) clean

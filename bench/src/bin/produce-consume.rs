@@ -1,0 +1,255 @@
+//! Produce-then-consume benchmark with librdkafka (the `rdkafka` crate) against a fresh
+//! `quarry` node started by this program.
+//!
+//! Prints, for 100 B and 1 KiB records and acks=1 / acks=all: produce records/s and MB/s,
+//! consume records/s and MB/s; p50/p99 produce latency at a fixed 50k records/s; the
+//! latency of a fetch whose data is already there; the broker's CPU time and peak RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+struct Broker {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    fn start(bin: &Path) -> Result<Broker> {
+        let dir = std::env::temp_dir().join(format!("quarry-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let port = free_port()?;
+        let http = free_port()?;
+        let child = Command::new(bin)
+            .args(["serve", "--data-dir"])
+            .arg(&dir)
+            .args(["--kafka-listen", &format!("127.0.0.1:{port}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start quarry")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("quarry did not start listening");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Broker { child, port, dir })
+    }
+
+    /// CPU seconds (user + system) and peak RSS in MiB, from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        (ticks / 100.0, hwm_kb / 1024.0)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn producer(port: u16, acks: &str) -> Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.type", "none")
+        .create()?)
+}
+
+/// Produces `count` records of `size` bytes to partition 0 as fast as possible.
+fn produce_run(port: u16, topic: &str, acks: &str, size: usize, count: usize) -> Result<Duration> {
+    let p = producer(port, acks)?;
+    let payload = vec![b'x'; size];
+    let start = Instant::now();
+    for i in 0..count {
+        loop {
+            match p.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload).partition(0)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    if i == 0 && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                        bail!("produce failed: {e}");
+                    }
+                    p.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        if i % 1000 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(120))?;
+    Ok(start.elapsed())
+}
+
+/// Consumes the whole partition from the beginning.
+fn consume_run(port: u16, topic: &str, count: usize) -> Result<Duration> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    c.assign(&tpl)?;
+    let start = Instant::now();
+    let mut n = 0;
+    while n < count {
+        match c.poll(Duration::from_secs(10)) {
+            Some(Ok(_)) => n += 1,
+            Some(Err(e)) => bail!("consume failed: {e}"),
+            None => bail!("consumer stalled at {n} of {count}"),
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// Records each delivery's latency, from the send time carried as the opaque.
+struct LatencyContext {
+    latencies: std::sync::Mutex<Vec<Duration>>,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for LatencyContext {}
+
+impl rdkafka::producer::ProducerContext for LatencyContext {
+    type DeliveryOpaque = Box<Instant>;
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, sent: Box<Instant>) {
+        match result {
+            Ok(_) => self.latencies.lock().unwrap().push(sent.elapsed()),
+            Err(_) => {
+                self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// p50 and p99 produce latency (ms) of 1 KiB records sent at `rate` records/s for `secs`.
+fn latency_run(port: u16, topic: &str, acks: &str, rate: u64, secs: u64) -> Result<(f64, f64)> {
+    let ctx = LatencyContext { latencies: Default::default(), failures: Default::default() };
+    let p: BaseProducer<LatencyContext> = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("acks", acks)
+        .set("linger.ms", "1")
+        .create_with_context(ctx)?;
+    let payload = vec![b'y'; 1024];
+    let total = rate * secs;
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+        while Instant::now() < due {
+            p.poll(Duration::ZERO);
+            std::hint::spin_loop();
+        }
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload[..]).partition(0);
+        loop {
+            match p.send::<(), [u8]>(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60))?;
+    let failures = p.context().failures.load(std::sync::atomic::Ordering::Relaxed);
+    if failures > 0 {
+        bail!("{failures} records failed");
+    }
+    let mut l = p.context().latencies.lock().unwrap().clone();
+    l.sort();
+    let pct = |q: f64| l[((l.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1000.0;
+    Ok((pct(0.50), pct(0.99)))
+}
+
+/// Time for a fetch whose data is already there (median of 50), in ms.
+fn ready_fetch_run(port: u16, topic: &str) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+            .set("group.id", "bench-ready")
+            .set("fetch.wait.max.ms", "5000")
+            .set("fetch.min.bytes", "1")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+        c.assign(&tpl)?;
+        // Metadata and the first fetch happen inside the timed poll; 5 s would show a
+        // broker that holds fetches for the full wait.
+        let start = Instant::now();
+        match c.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => {
+                let _ = m.offset();
+            }
+            other => bail!("no record: {:?}", other.map(|r| r.map(|m| m.offset()))),
+        }
+        times.push(start.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2].as_secs_f64() * 1000.0)
+}
+
+fn main() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let bin = root.join("target/release/quarry");
+    let broker = Broker::start(&bin)?;
+    println!("# quarry produce/consume benchmark, librdkafka {}", rdkafka::util::get_rdkafka_version().1);
+    println!("{:<8} {:>6} {:>10} {:>14} {:>10} {:>14} {:>10}", "record", "acks", "records", "produce rec/s", "MB/s", "consume rec/s", "MB/s");
+    for (size, count) in [(100usize, 2_000_000usize), (1024, 500_000)] {
+        for acks in ["1", "all"] {
+            let topic = format!("bench-{size}-{acks}");
+            let p = produce_run(broker.port, &topic, acks, size, count)?;
+            let c = consume_run(broker.port, &topic, count)?;
+            let mb = (size * count) as f64 / 1e6;
+            println!(
+                "{:<8} {:>6} {:>10} {:>14.0} {:>10.1} {:>14.0} {:>10.1}",
+                format!("{size} B"), acks, count,
+                count as f64 / p.as_secs_f64(), mb / p.as_secs_f64(),
+                count as f64 / c.as_secs_f64(), mb / c.as_secs_f64()
+            );
+        }
+    }
+    for acks in ["1", "all"] {
+        let (p50, p99) = latency_run(broker.port, &format!("latency-{acks}"), acks, 50_000, 10)?;
+        println!("produce latency at 50k records/s, 1 KiB, acks={acks}: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+    println!("fetch with data ready (fetch.wait.max.ms=5000): median {:.1} ms", ready_fetch_run(broker.port, "bench-100-1")?);
+    let (cpu, rss) = broker.usage();
+    println!("broker cpu {cpu:.1} s, peak rss {rss:.0} MiB");
+    Ok(())
+}

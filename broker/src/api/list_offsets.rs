@@ -1,0 +1,70 @@
+//! ListOffsets: earliest, latest, max timestamp, and the first offset at or after a time.
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use protocol::batch::{self, BatchHeader};
+
+use super::Call;
+use crate::cluster::partition::Partition;
+use crate::error::{storage_code, ResponseError};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const EARLIEST_PENDING_UPLOAD: i64 = -5;
+
+pub fn handle(call: &Call, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_leader_epoch(-1);
+                    let Some(partition) = call.node.partition(&name, p.partition_index) else {
+                        return r
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1);
+                    };
+                    match lookup(&partition, p.timestamp) {
+                        Ok((offset, timestamp)) => r.with_offset(offset).with_timestamp(timestamp),
+                        Err(code) => r.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `(offset, timestamp)` for a ListOffsets query; `(-1, -1)` when no record matches.
+fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseError> {
+    let offsets = partition.offsets();
+    match timestamp {
+        LATEST => Ok((offsets.high_watermark, -1)),
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => Ok((offsets.log_start_offset, -1)),
+        MAX_TIMESTAMP => Ok((offsets.max_timestamp_offset, offsets.max_timestamp)),
+        t if t < 0 => Err(ResponseError::InvalidRequest),
+        t => {
+            let Some(stored) = partition.log.batch_for_timestamp(t).map_err(|e| storage_code(&e))? else {
+                return Ok((-1, -1));
+            };
+            // Within an uncompressed batch the exact record is found; a compressed batch
+            // answers with its first offset and its max timestamp.
+            let found = BatchHeader::parse(&stored.bytes)
+                .ok()
+                .and_then(|h| batch::record_timestamps(&h, &stored.bytes))
+                .and_then(|ts| ts.into_iter().find(|(_, ts)| *ts >= t))
+                .map(|(delta, ts)| (stored.base_offset + delta as i64, ts));
+            Ok(found.unwrap_or((stored.base_offset.max(offsets.log_start_offset), stored.max_timestamp)))
+        }
+    }
+}

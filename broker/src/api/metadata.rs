@@ -1,0 +1,130 @@
+//! Metadata: brokers, topics, partition leaders; creates requested topics when
+//! auto-creation is on.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::{check_topic_name, Call};
+use crate::cluster::node::Node;
+use crate::error::ResponseError;
+
+/// Kafka's "authorized operations not requested" marker.
+const OPERATIONS_UNKNOWN: i32 = i32::MIN;
+
+pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
+    let node = &call.node;
+    // v0 sends an empty array for "all topics"; later versions send null.
+    let requested: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        Some(t) if !(call.version == 0 && t.is_empty()) => {
+            Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect())
+        }
+        _ => None,
+    };
+    let allow_create = call.version < 4 || req.allow_auto_topic_creation;
+
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            let metadata = node.metadata();
+            for name in metadata.topics.keys() {
+                topics.push(describe_topic(node, name));
+            }
+        }
+        Some(list) => {
+            for (name, id) in list {
+                let name = match name {
+                    Some(n) => n,
+                    None => match node.metadata().topic_by_id(id.as_bytes()) {
+                        Some((n, _)) => n.clone(),
+                        None => {
+                            topics.push(
+                                MetadataResponseTopic::default()
+                                    .with_error_code(ResponseError::UnknownTopicId.code())
+                                    .with_topic_id(id)
+                                    .with_topic_authorized_operations(OPERATIONS_UNKNOWN),
+                            );
+                            continue;
+                        }
+                    },
+                };
+                topics.push(topic_or_create(node, &name, allow_create).await);
+            }
+        }
+    }
+
+    let metadata = node.metadata();
+    let (host, port) = crate::config::split_host_port(node.config.advertised());
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node.config.node_id as i32))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)])
+        .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
+        .with_controller_id(BrokerId(node.config.node_id as i32))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_UNKNOWN)
+}
+
+async fn topic_or_create(node: &Node, name: &str, allow_create: bool) -> MetadataResponseTopic {
+    let unknown = |code: ResponseError| {
+        MetadataResponseTopic::default()
+            .with_error_code(code.code())
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+            .with_topic_authorized_operations(OPERATIONS_UNKNOWN)
+    };
+    if !node.metadata().topics.contains_key(name) {
+        if check_topic_name(name).is_err() {
+            return unknown(ResponseError::InvalidTopicException);
+        }
+        if !(allow_create && node.config.auto_create_topics_enable) {
+            return unknown(ResponseError::UnknownTopicOrPartition);
+        }
+        match node.create_topic(name, node.config.num_partitions, Default::default()).await {
+            Ok(()) | Err((ResponseError::TopicAlreadyExists, _)) => {}
+            Err((code, msg)) => {
+                tracing::warn!(topic = name, %code, msg, "auto-creating topic failed");
+                return unknown(code);
+            }
+        }
+    }
+    describe_topic(node, name)
+}
+
+/// The metadata of an existing topic (or UNKNOWN_TOPIC_OR_PARTITION if it just vanished).
+pub fn describe_topic(node: &Node, name: &str) -> MetadataResponseTopic {
+    let metadata = node.metadata();
+    let topic_name = Some(TopicName(StrBytes::from_string(name.to_string())));
+    let Some(topic) = metadata.topics.get(name) else {
+        return MetadataResponseTopic::default()
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+            .with_name(topic_name)
+            .with_topic_authorized_operations(OPERATIONS_UNKNOWN);
+    };
+    let me = BrokerId(node.config.node_id as i32);
+    let partitions = (0..topic.partitions.len() as i32)
+        .map(|index| {
+            let leader = node.partition(name, index).filter(|p| p.is_leader());
+            let p = MetadataResponsePartition::default().with_partition_index(index);
+            match leader {
+                // Leader epoch -1: clients then skip OffsetForLeaderEpoch validation.
+                Some(_) => {
+                    p.with_leader_id(me).with_leader_epoch(-1).with_replica_nodes(vec![me]).with_isr_nodes(vec![me])
+                }
+                None => p
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1)
+                    .with_replica_nodes(vec![me]),
+            }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(topic_name)
+        .with_topic_id(Uuid::from_bytes(topic.id))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(OPERATIONS_UNKNOWN)
+}

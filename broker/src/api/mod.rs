@@ -1,0 +1,131 @@
+//! Kafka API handlers, one file per API, and the table of what is advertised.
+
+pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::VersionRange;
+
+use crate::cluster::node::Node;
+
+/// The APIs implemented here. Each is advertised with the full range the codec knows
+/// (Apache Kafka 4.1), except Produce, which is advertised from version 0 (see
+/// `produce::handle`).
+pub const IMPLEMENTED: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::CreatePartitions,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
+];
+
+/// The version range advertised for an API, if it is implemented.
+pub fn advertised(key: ApiKey) -> Option<VersionRange> {
+    if !IMPLEMENTED.contains(&key) {
+        return None;
+    }
+    let mut range = key.valid_versions();
+    if key == ApiKey::Produce {
+        range.min = 0;
+    }
+    Some(range)
+}
+
+/// A request with what its handler needs to know about the caller.
+pub struct Call {
+    pub node: Arc<Node>,
+    pub version: i16,
+}
+
+/// Runs one request; `None` means no response is sent (Produce with acks=0).
+pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
+    let call = &call;
+    Some(match body {
+        RequestKind::ApiVersions(req) => ResponseKind::ApiVersions(api_versions::handle(call, req)),
+        RequestKind::Metadata(req) => ResponseKind::Metadata(metadata::handle(call, req).await),
+        RequestKind::Produce(req) => {
+            let call = Call { node: call.node.clone(), version: call.version };
+            return produce::submit(call, req).await.await.map(ResponseKind::Produce);
+        }
+        RequestKind::Fetch(req) => ResponseKind::Fetch(fetch::handle(call, req).await),
+        RequestKind::ListOffsets(req) => ResponseKind::ListOffsets(list_offsets::handle(call, req)),
+        RequestKind::CreateTopics(req) => ResponseKind::CreateTopics(create_topics::handle(call, req).await),
+        RequestKind::DeleteTopics(req) => ResponseKind::DeleteTopics(delete_topics::handle(call, req).await),
+        RequestKind::CreatePartitions(req) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(call, req).await)
+        }
+        RequestKind::DescribeConfigs(req) => ResponseKind::DescribeConfigs(configs::describe(call, req)),
+        RequestKind::AlterConfigs(req) => ResponseKind::AlterConfigs(configs::alter(call, req).await),
+        RequestKind::IncrementalAlterConfigs(req) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(call, req).await)
+        }
+        RequestKind::DescribeCluster(req) => ResponseKind::DescribeCluster(describe_cluster::handle(call, req)),
+        other => {
+            // Not reachable: the connection checks `advertised` before dispatching.
+            tracing::error!(request = ?std::mem::discriminant(&other), "request for an api that is not implemented");
+            return None;
+        }
+    })
+}
+
+/// `Some(message)` as the codec's string type.
+pub fn message(text: impl Into<String>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(text.into()))
+}
+
+/// Topic names Kafka accepts: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(format!("topic name is {} characters long; at most 249 are allowed", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(check_topic_name("orders.v1_a-b").is_ok());
+        assert!(check_topic_name("").is_err());
+        assert!(check_topic_name("..").is_err());
+        assert!(check_topic_name("a b").is_err());
+        assert!(check_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn produce_is_advertised_from_zero() {
+        assert_eq!(advertised(ApiKey::Produce).unwrap().min, 0);
+        assert!(advertised(ApiKey::JoinGroup).is_none());
+    }
+}

@@ -1,0 +1,170 @@
+//! Produce: validate each partition's batches, append them through the partition's raft
+//! group, answer with base offsets once committed (acks 1 and -1), or not at all (acks 0).
+//!
+//! [`submit`] runs in the connection's read loop, so the batches of consecutive requests
+//! reach each partition's batcher in the order the client sent them; the returned future
+//! waits for the commits.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use protocol::batch::{self, BatchError};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{message, Call};
+use crate::cluster::partition::Appended;
+use crate::error::ResponseError;
+
+type Failure = (ResponseError, Option<String>);
+
+/// One partition's write: refused at once, or waiting for its commit.
+enum Pending {
+    Failed(Failure),
+    Queued {
+        rx: oneshot::Receiver<Result<Appended, ResponseError>>,
+        records: u64,
+        bytes: u64,
+        log_append_time: bool,
+        log_start_offset: i64,
+    },
+}
+
+/// Validates and queues every partition's batches; the future resolves to the response
+/// (`None` for acks=0).
+pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Option<ProduceResponse>> + Send {
+    let node = &call.node;
+    let acks = req.acks;
+    let mut topics: Vec<(String, Uuid, Vec<(i32, Pending)>)> = Vec::new();
+    for topic in req.topic_data {
+        let metadata = node.metadata();
+        let name = if topic.name.0.is_empty() && !topic.topic_id.is_nil() {
+            metadata.topic_by_id(topic.topic_id.as_bytes()).map(|(n, _)| n.clone()).unwrap_or_default()
+        } else {
+            topic.name.0.to_string()
+        };
+        let settings = metadata.topics.get(&name).map(|t| node.topic_settings(t));
+        let mut partitions = Vec::new();
+        for pd in topic.partition_data {
+            let pending = async {
+                if call.version < 3 {
+                    // Magic 0/1 message sets are not stored (KAFKA-18659: advertised, refused).
+                    return Pending::Failed((ResponseError::UnsupportedVersion, None));
+                }
+                if !(acks == 0 || acks == 1 || acks == -1) {
+                    return Pending::Failed((ResponseError::InvalidRequiredAcks, None));
+                }
+                let (Some(settings), Some(partition)) = (settings, node.partition(&name, pd.index)) else {
+                    return Pending::Failed((ResponseError::UnknownTopicOrPartition, None));
+                };
+                let records = pd.records.unwrap_or_default();
+                let batches = match check_batches(&records, settings.max_message_bytes) {
+                    Ok(b) => b,
+                    Err((code, msg)) => {
+                        metrics::counter!("quarry_produce_rejected_total", "topic" => name.clone(), "reason" => code.to_string()).increment(1);
+                        return Pending::Failed((code, Some(msg)));
+                    }
+                };
+                let count = batches.iter().map(|(h, _)| h.offset_count()).sum::<i64>() as u64;
+                let parts = batches.into_iter().map(|(_, b)| b).collect();
+                match partition.enqueue(parts, settings.log_append_time).await {
+                    Ok(rx) => Pending::Queued {
+                        rx,
+                        records: count,
+                        bytes: records.len() as u64,
+                        log_append_time: settings.log_append_time,
+                        log_start_offset: partition.offsets().log_start_offset,
+                    },
+                    Err(code) => Pending::Failed((code, None)),
+                }
+            }
+            .await;
+            partitions.push((pd.index, pending));
+        }
+        topics.push((name, topic.topic_id, partitions));
+    }
+
+    async move {
+        let mut responses = Vec::new();
+        for (name, id, partitions) in topics {
+            let outcomes = join_all(partitions.into_iter().map(|(index, pending)| {
+                let name = name.clone();
+                async move {
+                    let r = PartitionProduceResponse::default().with_index(index).with_log_start_offset(-1);
+                    let failed = |(code, msg): Failure| {
+                        r.clone()
+                            .with_error_code(code.code())
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_error_message(msg.and_then(message))
+                    };
+                    match pending {
+                        Pending::Failed(f) => failed(f),
+                        Pending::Queued { rx, records, bytes, log_append_time, log_start_offset } => {
+                            match rx.await.unwrap_or(Err(ResponseError::NotLeaderOrFollower)) {
+                                Ok(appended) => match appended.base_offsets.first().copied().flatten() {
+                                    Some(base) => {
+                                        metrics::counter!("quarry_bytes_in_total", "topic" => name.clone())
+                                            .increment(bytes);
+                                        metrics::counter!("quarry_records_in_total", "topic" => name)
+                                            .increment(records);
+                                        r.with_base_offset(base)
+                                            .with_log_append_time_ms(if log_append_time {
+                                                appended.append_time_ms
+                                            } else {
+                                                -1
+                                            })
+                                            .with_log_start_offset(log_start_offset)
+                                    }
+                                    None => failed((ResponseError::CorruptMessage, None)),
+                                },
+                                Err(code) => failed((code, None)),
+                            }
+                        }
+                    }
+                }
+            }))
+            .await;
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(name.into()))
+                    .with_topic_id(id)
+                    .with_partition_responses(outcomes),
+            );
+        }
+        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    }
+}
+
+/// Splits and checks a partition's records: v2 batches only, whole, CRC intact, each no
+/// larger than the topic's `max.message.bytes`. Nothing is stored unless all pass.
+fn check_batches(
+    records: &Bytes,
+    max_message_bytes: i64,
+) -> Result<Vec<(batch::BatchHeader, Bytes)>, (ResponseError, String)> {
+    if records.is_empty() {
+        return Err((ResponseError::InvalidRecord, "no record batch".into()));
+    }
+    let split = batch::split_batches(records).map_err(|e| match e {
+        BatchError::Magic(m) => {
+            (ResponseError::UnsupportedForMessageFormat, format!("record batch magic {m} is not supported"))
+        }
+        other => (ResponseError::CorruptMessage, other.to_string()),
+    })?;
+    let mut out = Vec::with_capacity(split.len());
+    for (header, range) in split {
+        if range.len() as i64 > max_message_bytes {
+            return Err((
+                ResponseError::MessageTooLarge,
+                format!("record batch of {} bytes exceeds max.message.bytes {max_message_bytes}", range.len()),
+            ));
+        }
+        let bytes = records.slice(range);
+        batch::validate(&header, &bytes).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+        out.push((header, bytes));
+    }
+    Ok(out)
+}

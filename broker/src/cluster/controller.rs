@@ -1,0 +1,137 @@
+//! The controller group's state: topics, their partitions' raft groups, and topic configs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::LogId;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+use storage::GroupId;
+use tokio::sync::watch;
+
+use super::machine::Machine;
+use super::ControllerTypes;
+
+/// A topic as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Kafka topic id (UUID bytes), never reused.
+    pub id: [u8; 16],
+    /// The raft group of each partition, by partition index.
+    pub partitions: Vec<GroupId>,
+    /// Topic configs set explicitly; everything else is the broker default.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Cluster metadata: the controller's whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Next raft group id to hand out; group ids are never reused.
+    pub next_group: GroupId,
+}
+
+impl Metadata {
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<(&String, &TopicMeta)> {
+        self.topics.iter().find(|(_, t)| &t.id == id)
+    }
+}
+
+/// A change to cluster metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerCmd {
+    SetClusterId { cluster_id: String },
+    CreateTopic { name: String, id: [u8; 16], partitions: u32, configs: BTreeMap<String, String> },
+    DeleteTopic { name: String },
+    CreatePartitions { name: String, count: u32 },
+    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+}
+
+/// Why the controller refused a command (checked again at apply, deterministically).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerRefusal {
+    TopicExists,
+    UnknownTopic,
+    InvalidPartitions,
+}
+
+/// The result of a [`ControllerCmd`].
+pub type ControllerResp = Result<(), ControllerRefusal>;
+
+/// The controller's state machine logic.
+pub struct Controller {
+    metadata: Metadata,
+    publish: watch::Sender<Arc<Metadata>>,
+}
+
+impl Controller {
+    pub fn new(publish: watch::Sender<Arc<Metadata>>) -> Self {
+        Controller { metadata: Metadata { next_group: 1, ..Default::default() }, publish }
+    }
+}
+
+impl Machine for Controller {
+    type C = ControllerTypes;
+    type State = Metadata;
+
+    fn apply(&mut self, _wb: &mut WriteBatch, _log_id: &LogId<u64>, cmd: ControllerCmd) -> ControllerResp {
+        let m = &mut self.metadata;
+        match cmd {
+            ControllerCmd::SetClusterId { cluster_id } => {
+                if m.cluster_id.is_empty() {
+                    m.cluster_id = cluster_id;
+                }
+                Ok(())
+            }
+            ControllerCmd::CreateTopic { name, id, partitions, configs } => {
+                if m.topics.contains_key(&name) {
+                    return Err(ControllerRefusal::TopicExists);
+                }
+                let groups = (0..partitions as u64).map(|i| m.next_group + i).collect();
+                m.next_group += partitions as u64;
+                m.topics.insert(name, TopicMeta { id, partitions: groups, configs });
+                Ok(())
+            }
+            ControllerCmd::DeleteTopic { name } => {
+                m.topics.remove(&name).map(|_| ()).ok_or(ControllerRefusal::UnknownTopic)
+            }
+            ControllerCmd::CreatePartitions { name, count } => {
+                let topic = m.topics.get_mut(&name).ok_or(ControllerRefusal::UnknownTopic)?;
+                if count as usize <= topic.partitions.len() {
+                    return Err(ControllerRefusal::InvalidPartitions);
+                }
+                let add = count as u64 - topic.partitions.len() as u64;
+                topic.partitions.extend((0..add).map(|i| m.next_group + i));
+                m.next_group += add;
+                Ok(())
+            }
+            ControllerCmd::SetTopicConfigs { name, configs } => {
+                let topic = m.topics.get_mut(&name).ok_or(ControllerRefusal::UnknownTopic)?;
+                topic.configs = configs;
+                Ok(())
+            }
+        }
+    }
+
+    fn empty_response(&self) -> ControllerResp {
+        Ok(())
+    }
+
+    fn state(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    fn restore(&mut self, state: Metadata) {
+        if state.next_group > 0 {
+            self.metadata = state;
+        }
+        self.publish.send_replace(Arc::new(self.metadata.clone()));
+    }
+
+    fn published(&mut self) {
+        if **self.publish.borrow() != self.metadata {
+            self.publish.send_replace(Arc::new(self.metadata.clone()));
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Raft groups on this node.
+//!
+//! ```text
+//!   controller (group 0)                 partition groups (one per topic partition)
+//!   ControllerCmd -> client_write          ProduceJob -> batcher -> client_write(PartitionCmd)
+//!        |                                      |
+//!   machine::Machine<Controller>           machine::Machine<PartitionState>
+//!        | apply: topics, configs               | apply: assign offsets, store batches
+//!        v                                      v
+//!   watch<Arc<Metadata>> --> Node::reconcile    watch<Offsets> --> fetch long polls
+//!                            starts/stops partition groups
+//! ```
+//!
+//! Every state change is a raft entry; on one node every group has a single voter. The
+//! state machine writes skip the WAL and are rebuilt from the raft log after a crash (see
+//! `storage::db`), so [`machine`] flushes memtables before a snapshot lets raft purge.
+
+pub mod controller;
+pub mod machine;
+pub mod network;
+pub mod node;
+pub mod partition;
+
+use std::io::Cursor;
+
+use openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// Types of the controller group (metadata).
+    pub ControllerTypes:
+        D = controller::ControllerCmd,
+        R = controller::ControllerResp,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<ControllerTypes>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+openraft::declare_raft_types!(
+    /// Types of a partition group (one Kafka partition's log).
+    pub PartitionTypes:
+        D = partition::PartitionCmd,
+        R = partition::PartitionResp,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<PartitionTypes>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// raft config shared by all groups of a node.
+pub fn raft_config() -> openraft::Config {
+    let config = openraft::Config {
+        cluster_name: "quarry".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1500,
+        election_timeout_max: 3000,
+        max_payload_entries: 32,
+        // Snapshots only let the raft log be purged; the partition log is the data.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2_000),
+        max_in_snapshot_log_to_keep: 100,
+        purge_batch_size: 512,
+        ..Default::default()
+    };
+    config.validate().expect("static raft config is valid")
+}

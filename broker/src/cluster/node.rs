@@ -1,0 +1,193 @@
+//! A node: the controller group, the partition groups it hosts, and topic administration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft};
+use storage::{Db, GroupId, PartitionLog, RaftLogStore, StateStore};
+use tokio::sync::{watch, Mutex};
+
+use super::controller::{Controller, ControllerCmd, ControllerRefusal, Metadata, TopicMeta};
+use super::machine::StateMachine;
+use super::network::LocalNetwork;
+use super::partition::Partition;
+use super::ControllerTypes;
+use super::PartitionTypes;
+use crate::config::Config;
+use crate::error::{raft_write_code, ResponseError};
+use crate::topic_config::TopicSettings;
+
+/// The controller's raft group id.
+pub const CONTROLLER_GROUP: GroupId = 0;
+
+/// How long a request waits for a new partition to elect its leader.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One broker process.
+pub struct Node {
+    pub config: Config,
+    pub db: Arc<Db>,
+    controller: Raft<ControllerTypes>,
+    metadata: watch::Receiver<Arc<Metadata>>,
+    partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
+    reconcile_lock: Mutex<()>,
+}
+
+/// A refused topic operation: the code and a message for the client.
+pub type AdminError = (ResponseError, String);
+
+impl Node {
+    /// Opens the data directory and starts every raft group stored there.
+    pub async fn open(config: Config) -> anyhow::Result<Arc<Node>> {
+        let db = Db::open(&config.data_dir)?;
+        let (publish, metadata) = watch::channel(Arc::new(Metadata::default()));
+        let sm =
+            StateMachine::open(db.clone(), StateStore::new(db.clone(), CONTROLLER_GROUP), Controller::new(publish))?;
+        let log = RaftLogStore::<ControllerTypes>::new(db.clone(), CONTROLLER_GROUP);
+        let controller = Raft::new(config.node_id, Arc::new(super::raft_config()), LocalNetwork, log, sm).await?;
+        if !controller.is_initialized().await? {
+            let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
+            controller.initialize(members).await?;
+        }
+        controller.wait(Some(READY_TIMEOUT)).current_leader(config.node_id, "controller leader").await?;
+        let node = Arc::new(Node {
+            config,
+            db,
+            controller,
+            metadata,
+            partitions: RwLock::new(HashMap::new()),
+            reconcile_lock: Mutex::new(()),
+        });
+        if node.metadata().cluster_id.is_empty() {
+            let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+            node.write(ControllerCmd::SetClusterId { cluster_id })
+                .await
+                .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
+        }
+        node.reconcile().await?;
+        Ok(node)
+    }
+
+    /// The current cluster metadata.
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The partition `index` of `topic`, when this node hosts it.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let group = *self.metadata().topics.get(topic)?.partitions.get(usize::try_from(index).ok()?)?;
+        self.partitions.read().expect("partition map lock").get(&group).cloned()
+    }
+
+    /// All partitions hosted here.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().expect("partition map lock").values().cloned().collect()
+    }
+
+    /// The effective settings of a topic.
+    pub fn topic_settings(&self, topic: &TopicMeta) -> TopicSettings {
+        TopicSettings::resolve(&self.config, &topic.configs)
+    }
+
+    /// Writes a metadata change through the controller group.
+    pub async fn write(&self, cmd: ControllerCmd) -> Result<(), AdminError> {
+        match self.controller.client_write(cmd).await {
+            Ok(r) => r.data.map_err(|refusal| match refusal {
+                ControllerRefusal::TopicExists => (ResponseError::TopicAlreadyExists, "topic already exists".into()),
+                ControllerRefusal::UnknownTopic => (ResponseError::UnknownTopicOrPartition, "unknown topic".into()),
+                ControllerRefusal::InvalidPartitions => {
+                    (ResponseError::InvalidPartitions, "partition count can only grow".into())
+                }
+            }),
+            Err(e) => Err((raft_write_code(&e), e.to_string())),
+        }
+    }
+
+    /// Starts the groups metadata assigns to this node and stops (and deletes) the groups
+    /// of deleted topics.
+    pub async fn reconcile(&self) -> anyhow::Result<()> {
+        let _guard = self.reconcile_lock.lock().await;
+        let metadata = self.metadata();
+        let wanted: HashMap<GroupId, (String, i32)> = metadata
+            .topics
+            .iter()
+            .flat_map(|(name, t)| t.partitions.iter().enumerate().map(move |(i, g)| (*g, (name.clone(), i as i32))))
+            .collect();
+        let existing: Vec<GroupId> = self.partitions.read().expect("partition map lock").keys().copied().collect();
+        for group in existing.iter().filter(|g| !wanted.contains_key(g)) {
+            let removed = self.partitions.write().expect("partition map lock").remove(group);
+            if let Some(p) = removed {
+                p.shutdown().await;
+                destroy_group(&self.db, *group)?;
+                tracing::info!(topic = %p.topic, partition = p.index, group, "partition deleted");
+            }
+        }
+        for (group, (topic, index)) in wanted {
+            if existing.contains(&group) {
+                continue;
+            }
+            let p = Partition::start(self.db.clone(), self.config.node_id, group, topic, index).await?;
+            self.partitions.write().expect("partition map lock").insert(group, p);
+        }
+        Ok(())
+    }
+
+    /// Creates a topic and waits until its partitions have leaders.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        self.write(ControllerCmd::CreateTopic { name: name.to_string(), id, partitions, configs }).await?;
+        self.reconcile().await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
+        tracing::info!(topic = name, partitions, "topic created");
+        self.wait_topic_ready(name).await;
+        Ok(())
+    }
+
+    /// Waits (bounded) until every partition of `topic` has a leader.
+    pub async fn wait_topic_ready(&self, topic: &str) {
+        let Some(t) = self.metadata().topics.get(topic).cloned() else { return };
+        for i in 0..t.partitions.len() {
+            if let Some(p) = self.partition(topic, i as i32) {
+                p.wait_ready(READY_TIMEOUT).await;
+            }
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        self.write(ControllerCmd::DeleteTopic { name: name.to_string() }).await?;
+        self.reconcile().await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, name: &str, count: u32) -> Result<(), AdminError> {
+        self.write(ControllerCmd::CreatePartitions { name: name.to_string(), count }).await?;
+        self.reconcile().await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
+        self.wait_topic_ready(name).await;
+        Ok(())
+    }
+
+    /// Stops every raft group.
+    pub async fn shutdown(&self) {
+        for p in self.partitions() {
+            p.shutdown().await;
+        }
+        if let Err(e) = self.controller.shutdown().await {
+            tracing::warn!(error = %e, "controller raft did not shut down cleanly");
+        }
+    }
+}
+
+/// Deletes everything stored for a partition group.
+fn destroy_group(db: &Arc<Db>, group: GroupId) -> Result<(), storage::Error> {
+    let mut wb = rocksdb::WriteBatch::default();
+    PartitionLog::new(db.clone(), group).destroy(&mut wb);
+    StateStore::new(db.clone(), group).delete_all(&mut wb);
+    db.write(wb, storage::Durability::Wal)?;
+    RaftLogStore::<PartitionTypes>::new(db.clone(), group).destroy()
+}

@@ -1,0 +1,327 @@
+//! One Kafka partition: its raft group, its state machine, and the produce batcher.
+//!
+//! Offsets are assigned when an entry is applied, so every replica stores identical
+//! batches. The leader batches produce requests per partition: while one raft write is in
+//! flight the next requests queue, and go out together as one entry (openraft makes one
+//! entry per `client_write` and appends one at a time per group).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::{BasicNode, LogId, Raft};
+use protocol::batch::{self, BatchHeader};
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+use storage::{Db, GroupId, PartitionLog, RaftLogStore, StateStore};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::machine::{Machine, StateMachine};
+use super::network::LocalNetwork;
+use super::PartitionTypes;
+use crate::error::{FromRaft, ResponseError};
+
+/// A change to a partition's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PartitionCmd {
+    /// Append batches, validated by the leader. `now_ms` is the leader's clock, used as the
+    /// append time.
+    Produce { batches: Vec<Bytes>, now_ms: i64, log_append_time: bool },
+    /// Move the log start offset forward (retention, DeleteRecords).
+    AdvanceLogStart { offset: i64 },
+}
+
+/// What applying a [`PartitionCmd`] returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PartitionResp {
+    /// Base offset of each batch, in order; `None` for a batch the state machine refused.
+    Appended(Vec<Option<i64>>),
+    LogStart(i64),
+    Empty,
+}
+
+/// The offsets readers of a partition care about, published after each apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offsets {
+    pub log_start_offset: i64,
+    /// Next offset to be assigned: the high watermark, since only committed entries apply.
+    pub high_watermark: i64,
+    /// Kafka leader epoch: the raft term of the leader whose blank entry applied last.
+    pub leader_epoch: i32,
+    /// Running maximum of batch max timestamps, and the offset of a record holding it.
+    pub max_timestamp: i64,
+    pub max_timestamp_offset: i64,
+    /// Bytes of stored batches.
+    pub log_bytes: u64,
+}
+
+/// The partition's state machine logic.
+pub struct PartitionMachine {
+    log: PartitionLog,
+    offsets: Offsets,
+    publish: watch::Sender<Offsets>,
+}
+
+impl PartitionMachine {
+    fn append(&mut self, wb: &mut WriteBatch, raw: &[u8], now_ms: i64, log_append_time: bool) -> Option<i64> {
+        let header = BatchHeader::parse(raw).ok()?;
+        if header.size() != raw.len() {
+            return None;
+        }
+        let base = self.offsets.high_watermark;
+        let mut head = [0u8; batch::HEADER_SIZE];
+        head.copy_from_slice(&raw[..batch::HEADER_SIZE]);
+        let tail = &raw[batch::HEADER_SIZE..];
+        batch::set_base_offset(&mut head, base);
+        batch::set_partition_leader_epoch(&mut head, self.offsets.leader_epoch);
+        let max_timestamp = if log_append_time {
+            batch::set_log_append_time(&mut head, tail, now_ms);
+            now_ms
+        } else {
+            header.max_timestamp
+        };
+        let last = base + header.offset_count() - 1;
+        let raises = max_timestamp > self.offsets.max_timestamp;
+        if raises {
+            self.offsets.max_timestamp = max_timestamp;
+            self.offsets.max_timestamp_offset = batch::record_timestamps(&header, raw)
+                .and_then(|ts| ts.iter().find(|(_, t)| *t == max_timestamp).map(|(d, _)| base + *d as i64))
+                .unwrap_or(last);
+        }
+        self.log.append(wb, base, last, max_timestamp, &[&head, tail], raises);
+        self.offsets.high_watermark = last + 1;
+        self.offsets.log_bytes += raw.len() as u64;
+        Some(base)
+    }
+
+    fn advance_log_start(&mut self, wb: &mut WriteBatch, offset: i64) -> i64 {
+        let target = offset.min(self.offsets.high_watermark);
+        if target <= self.offsets.log_start_offset {
+            return self.offsets.log_start_offset;
+        }
+        // The new start must be a batch boundary: the batch that holds `target` stays.
+        let mut new_start = self.offsets.log_start_offset;
+        let mut freed = 0u64;
+        let mut from = self.offsets.log_start_offset;
+        'scan: loop {
+            let batches = match self.log.batches_from(from, 1024) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read partition log for retention");
+                    break;
+                }
+            };
+            if batches.is_empty() {
+                new_start = target;
+                break;
+            }
+            for b in &batches {
+                if b.last_offset >= target {
+                    new_start = b.base_offset.max(new_start);
+                    break 'scan;
+                }
+                freed += b.bytes.len() as u64;
+                new_start = b.last_offset + 1;
+            }
+            from = new_start;
+        }
+        if let Err(e) = self.log.delete_before(wb, new_start) {
+            tracing::error!(error = %e, "cannot delete partition log prefix");
+            return self.offsets.log_start_offset;
+        }
+        self.offsets.log_start_offset = new_start;
+        self.offsets.log_bytes = self.offsets.log_bytes.saturating_sub(freed);
+        new_start
+    }
+}
+
+impl Machine for PartitionMachine {
+    type C = PartitionTypes;
+    type State = Offsets;
+
+    fn apply(&mut self, wb: &mut WriteBatch, _log_id: &LogId<u64>, cmd: PartitionCmd) -> PartitionResp {
+        match cmd {
+            PartitionCmd::Produce { batches, now_ms, log_append_time } => {
+                PartitionResp::Appended(batches.iter().map(|b| self.append(wb, b, now_ms, log_append_time)).collect())
+            }
+            PartitionCmd::AdvanceLogStart { offset } => PartitionResp::LogStart(self.advance_log_start(wb, offset)),
+        }
+    }
+
+    fn on_blank(&mut self, _wb: &mut WriteBatch, log_id: &LogId<u64>) {
+        self.offsets.leader_epoch = i32::try_from(log_id.leader_id.term).unwrap_or(i32::MAX);
+    }
+
+    fn empty_response(&self) -> PartitionResp {
+        PartitionResp::Empty
+    }
+
+    fn state(&self) -> &Offsets {
+        &self.offsets
+    }
+
+    fn restore(&mut self, state: Offsets) {
+        self.offsets = state;
+        self.publish.send_replace(state);
+    }
+
+    fn published(&mut self) {
+        self.publish.send_replace(self.offsets);
+    }
+}
+
+/// Where a produce request's batches went: each batch's base offset (`None` if the state
+/// machine refused it) and the append time the leader stamped.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub base_offsets: Vec<Option<i64>>,
+    pub append_time_ms: i64,
+}
+
+/// One produce request's batches for one partition, waiting for the batcher.
+pub struct ProduceJob {
+    pub batches: Vec<Bytes>,
+    pub log_append_time: bool,
+    pub done: oneshot::Sender<Result<Appended, ResponseError>>,
+}
+
+/// A partition hosted on this node.
+pub struct Partition {
+    pub group: GroupId,
+    pub topic: String,
+    pub index: i32,
+    pub raft: Raft<PartitionTypes>,
+    pub log: PartitionLog,
+    offsets: watch::Receiver<Offsets>,
+    produce: mpsc::Sender<ProduceJob>,
+}
+
+/// Most bytes one raft entry carries when the batcher merges produce requests.
+const MAX_ENTRY_BYTES: usize = 4 << 20;
+
+impl Partition {
+    /// Opens (or creates) the partition's group and starts its raft and batcher.
+    pub async fn start(
+        db: Arc<Db>,
+        node_id: u64,
+        group: GroupId,
+        topic: String,
+        index: i32,
+    ) -> anyhow::Result<Arc<Partition>> {
+        let log = PartitionLog::new(db.clone(), group);
+        let (publish, offsets) =
+            watch::channel(Offsets { max_timestamp: -1, max_timestamp_offset: -1, ..Default::default() });
+        let machine = PartitionMachine {
+            log: log.clone(),
+            offsets: Offsets { max_timestamp: -1, max_timestamp_offset: -1, ..Default::default() },
+            publish,
+        };
+        let sm = StateMachine::open(db.clone(), StateStore::new(db.clone(), group), machine)?;
+        let log_store = RaftLogStore::<PartitionTypes>::new(db.clone(), group);
+        let raft = Raft::new(node_id, Arc::new(super::raft_config()), LocalNetwork, log_store, sm).await?;
+        if !raft.is_initialized().await? {
+            let members = std::collections::BTreeMap::from([(node_id, BasicNode::default())]);
+            raft.initialize(members).await?;
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let partition = Arc::new(Partition { group, topic, index, raft: raft.clone(), log, offsets, produce: tx });
+        tokio::spawn(run_batcher(raft, rx));
+        Ok(partition)
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        *self.offsets.borrow()
+    }
+
+    /// A receiver that changes whenever the partition's offsets do.
+    pub fn watch(&self) -> watch::Receiver<Offsets> {
+        self.offsets.clone()
+    }
+
+    /// Queues validated batches for the partition's next raft write, in call order; the
+    /// receiver yields each batch's base offset once the write is committed.
+    pub async fn enqueue(
+        &self,
+        batches: Vec<Bytes>,
+        log_append_time: bool,
+    ) -> Result<oneshot::Receiver<Result<Appended, ResponseError>>, ResponseError> {
+        let (done, rx) = oneshot::channel();
+        self.produce
+            .send(ProduceJob { batches, log_append_time, done })
+            .await
+            .map_err(|_| ResponseError::NotLeaderOrFollower)?;
+        Ok(rx)
+    }
+
+    /// Moves the log start offset forward through raft; returns the new log start.
+    pub async fn advance_log_start(&self, offset: i64) -> Result<i64, ResponseError> {
+        match self.raft.client_write(PartitionCmd::AdvanceLogStart { offset }).await {
+            Ok(r) => match r.data {
+                PartitionResp::LogStart(o) => Ok(o),
+                _ => Err(ResponseError::UnknownServerError),
+            },
+            Err(e) => Err(ResponseError::from_raft_write(&e)),
+        }
+    }
+
+    /// Whether this node leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    }
+
+    /// Waits until the partition has a leader (and its term's blank entry applied).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let me = self.raft.metrics().borrow().id;
+        self.raft.wait(Some(timeout)).current_leader(me, "partition leader").await.is_ok()
+    }
+
+    /// Stops the group's raft and batcher.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.group, error = %e, "partition raft did not shut down cleanly");
+        }
+    }
+}
+
+/// Merges queued produce jobs into one raft entry per round.
+async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJob>) {
+    while let Some(first) = rx.recv().await {
+        let log_append_time = first.log_append_time;
+        let mut size: usize = first.batches.iter().map(|b| b.len()).sum();
+        let mut jobs = vec![first];
+        while size < MAX_ENTRY_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.batches.iter().map(|b| b.len()).sum::<usize>();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<Bytes> = jobs.iter().flat_map(|j| j.batches.iter().cloned()).collect();
+        let now_ms = crate::now_ms();
+        let result = raft.client_write(PartitionCmd::Produce { batches, now_ms, log_append_time }).await;
+        match result {
+            Ok(resp) => {
+                let PartitionResp::Appended(offsets) = resp.data else {
+                    for job in jobs {
+                        let _ = job.done.send(Err(ResponseError::UnknownServerError));
+                    }
+                    continue;
+                };
+                let mut it = offsets.into_iter();
+                for job in jobs {
+                    let base_offsets = it.by_ref().take(job.batches.len()).collect();
+                    let _ = job.done.send(Ok(Appended { base_offsets, append_time_ms: now_ms }));
+                }
+            }
+            Err(e) => {
+                let code = ResponseError::from_raft_write(&e);
+                for job in jobs {
+                    let _ = job.done.send(Err(code));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Node configuration: defaults, the TOML file, command-line overrides, validation.
+//!
+//! Keys follow Kafka's broker config names with `_` for `.` (`log.retention.ms` is
+//! `log_retention_ms`); the dotted Kafka spelling is accepted in the file as well.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This broker's id; never reused for another node.
+    #[serde(alias = "node.id", alias = "broker.id")]
+    pub node_id: u64,
+    #[serde(alias = "data.dir", alias = "log.dirs")]
+    pub data_dir: PathBuf,
+    /// Kafka listener, `HOST:PORT`.
+    pub kafka_listen: String,
+    /// The address clients are told to connect to; defaults to `kafka_listen`.
+    pub advertised_kafka: Option<String>,
+    /// HTTP listener for `/metrics` and `/health`.
+    pub http_listen: String,
+    #[serde(alias = "auto.create.topics.enable")]
+    pub auto_create_topics_enable: bool,
+    #[serde(alias = "num.partitions")]
+    pub num_partitions: u32,
+    #[serde(alias = "socket.request.max.bytes")]
+    pub socket_request_max_bytes: usize,
+    #[serde(alias = "log.retention.ms")]
+    pub log_retention_ms: i64,
+    #[serde(alias = "log.retention.bytes")]
+    pub log_retention_bytes: i64,
+    #[serde(alias = "log.retention.check.interval.ms")]
+    pub log_retention_check_interval_ms: u64,
+    #[serde(alias = "log.cleanup.policy")]
+    pub log_cleanup_policy: String,
+    #[serde(alias = "message.max.bytes")]
+    pub message_max_bytes: i64,
+    #[serde(alias = "log.message.timestamp.type")]
+    pub log_message_timestamp_type: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("./data"),
+            kafka_listen: "127.0.0.1:9092".into(),
+            advertised_kafka: None,
+            http_listen: "127.0.0.1:8081".into(),
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            socket_request_max_bytes: 104_857_600,
+            log_retention_ms: 604_800_000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            log_cleanup_policy: "delete".into(),
+            message_max_bytes: 1_048_588,
+            log_message_timestamp_type: "CreateTime".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what is wrong in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid {key} {value:?}: {reason}")]
+    Invalid { key: &'static str, value: String, reason: String },
+}
+
+impl Config {
+    /// Reads a TOML config file; keys it does not set keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    /// Checks values that would otherwise fail later, or silently.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, value: &dyn std::fmt::Display, reason: &str| ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason: reason.into(),
+        };
+        for (key, addr) in [("kafka_listen", &self.kafka_listen), ("http_listen", &self.http_listen)] {
+            check_host_port(addr).map_err(|r| invalid(key, addr, &r))?;
+        }
+        if let Some(adv) = &self.advertised_kafka {
+            check_host_port(adv).map_err(|r| invalid("advertised_kafka", adv, &r))?;
+        }
+        if self.num_partitions == 0 {
+            return Err(invalid("num_partitions", &self.num_partitions, "must be at least 1"));
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err(invalid("socket_request_max_bytes", &self.socket_request_max_bytes, "must be at least 1024"));
+        }
+        let defaults = [
+            ("retention.ms", self.log_retention_ms.to_string()),
+            ("retention.bytes", self.log_retention_bytes.to_string()),
+            ("cleanup.policy", self.log_cleanup_policy.clone()),
+            ("max.message.bytes", self.message_max_bytes.to_string()),
+            ("message.timestamp.type", self.log_message_timestamp_type.clone()),
+        ];
+        for (name, value) in defaults {
+            crate::topic_config::validate(name, &value).map_err(|r| ConfigError::Invalid {
+                key: crate::topic_config::broker_key(name),
+                value: value.clone(),
+                reason: r,
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// The Kafka address advertised to clients.
+    pub fn advertised(&self) -> &str {
+        self.advertised_kafka.as_deref().unwrap_or(&self.kafka_listen)
+    }
+}
+
+/// `HOST:PORT` with a numeric port.
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    if host.is_empty() {
+        return Err("host is empty".into());
+    }
+    port.parse::<u16>().map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    Ok(())
+}
+
+/// Splits a validated `HOST:PORT`.
+pub fn split_host_port(addr: &str) -> (String, i32) {
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "0"));
+    (host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_accept_kafka_spelling() {
+        let c: Config = toml::from_str("\"auto.create.topics.enable\" = false\nnum_partitions = 4\n").unwrap();
+        assert!(!c.auto_create_topics_enable);
+        assert_eq!(c.num_partitions, 4);
+        assert_eq!(c.kafka_listen, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn bad_listen_address_is_rejected() {
+        let c = Config { kafka_listen: "localhost".into(), ..Default::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka_listen"), "{e}");
+    }
+
+    #[test]
+    fn bad_default_topic_config_is_rejected() {
+        let c = Config { log_message_timestamp_type: "Wallclock".into(), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("log_message_timestamp_type"));
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP listener: `/metrics` in Prometheus text format and `/health`.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::node::Node;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide metrics recorder once and returns its handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .expect("static buckets are valid")
+            .install_recorder()
+            .expect("metrics recorder is installed once")
+    })
+}
+
+pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
+    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(node);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(error = %e, "http listener failed");
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    for p in node.partitions() {
+        let o = p.offsets();
+        let labels = [("topic", p.topic.clone()), ("partition", p.index.to_string())];
+        metrics::gauge!("quarry_high_watermark", &labels).set(o.high_watermark as f64);
+        metrics::gauge!("quarry_log_start_offset", &labels).set(o.log_start_offset as f64);
+        metrics::gauge!("quarry_log_bytes", &labels).set(o.log_bytes as f64);
+    }
+    ([("content-type", "text/plain; version=0.0.4")], prometheus().render())
+}
+
+async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let leaders = node.partitions().iter().filter(|p| p.is_leader()).count();
+    let total = node.partitions().len();
+    let status = if leaders == total { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        format!(
+            "{{\"status\":\"{}\",\"partitions\":{total},\"leaders\":{leaders}}}\n",
+            if status == StatusCode::OK { "ok" } else { "degraded" }
+        ),
+    )
+}

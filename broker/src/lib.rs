@@ -1,0 +1,74 @@
+//! The Quarry broker: Kafka listener, API handlers, raft groups, HTTP endpoints.
+//!
+//! [`Server::start`] binds the listeners and opens the node; `main.rs` only parses the
+//! command line. Tests start servers on port 0 the same way.
+
+pub mod alloc;
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod retention;
+pub mod server;
+pub mod topic_config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use cluster::node::Node;
+pub use config::Config;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A running node with its listeners.
+pub struct Server {
+    pub node: Arc<Node>,
+    pub kafka_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds the listeners, opens the data directory and starts serving.
+    ///
+    /// A listen port of 0 picks a free port; the advertised address then uses it too.
+    pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        http::prometheus();
+        let kafka = TcpListener::bind(&config.kafka_listen)
+            .await
+            .with_context(|| format!("cannot listen for Kafka clients on {}", config.kafka_listen))?;
+        let http_listener = TcpListener::bind(&config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let kafka_addr = kafka.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+        if config.advertised_kafka.is_none() && config.kafka_listen.ends_with(":0") {
+            config.advertised_kafka = Some(kafka_addr.to_string());
+        }
+        let node = Node::open(config).await?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(server::serve(kafka, node.clone(), shutdown.clone()));
+        tasks.spawn(http::serve(http_listener, node.clone(), shutdown.clone()));
+        tasks.spawn(retention::run(node.clone(), shutdown.clone()));
+        tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = node.config.advertised(), "listening");
+        Ok(Server { node, kafka_addr, http_addr, shutdown, tasks })
+    }
+
+    /// Stops the listeners and connections, then every raft group.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.node.shutdown().await;
+    }
+}

@@ -1,0 +1,70 @@
+//! Retention: every `log.retention.check.interval.ms`, each partition led here drops its
+//! oldest batches past `retention.ms` or beyond `retention.bytes`, by moving its log start
+//! offset through raft (so every replica drops the same batches).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::node::Node;
+use crate::cluster::partition::Partition;
+use crate::topic_config::TopicSettings;
+
+pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(node.config.log_retention_check_interval_ms.max(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        enforce(&node).await;
+    }
+}
+
+/// One retention pass over every partition led here.
+pub async fn enforce(node: &Node) {
+    let metadata = node.metadata();
+    for p in node.partitions() {
+        let Some(topic) = metadata.topics.get(&p.topic) else { continue };
+        let settings = node.topic_settings(topic);
+        if !settings.delete || !p.is_leader() {
+            continue;
+        }
+        match new_log_start(&p, &settings, crate::now_ms()) {
+            Ok(Some(offset)) => match p.advance_log_start(offset).await {
+                Ok(start) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, log_start_offset = start, "retention moved log start")
+                }
+                Err(code) => tracing::warn!(topic = %p.topic, partition = p.index, %code, "retention failed"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention scan failed"),
+        }
+    }
+}
+
+/// The offset the log should start at under `settings`, if later than now.
+fn new_log_start(p: &Partition, settings: &TopicSettings, now_ms: i64) -> Result<Option<i64>, storage::Error> {
+    let offsets = p.offsets();
+    let mut excess =
+        if settings.retention_bytes >= 0 { offsets.log_bytes as i64 - settings.retention_bytes } else { 0 };
+    let cutoff = if settings.retention_ms >= 0 { now_ms - settings.retention_ms } else { i64::MIN };
+    let mut start = offsets.log_start_offset;
+    loop {
+        let batches = p.log.batches_from(start, 1024)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in &batches {
+            if b.base_offset >= offsets.high_watermark || (b.max_timestamp >= cutoff && excess <= 0) {
+                return Ok((start > offsets.log_start_offset).then_some(start));
+            }
+            excess -= b.bytes.len() as i64;
+            start = b.last_offset + 1;
+        }
+    }
+    Ok((start > offsets.log_start_offset).then_some(start))
+}

@@ -1,0 +1,192 @@
+//! The node's one RocksDB, and group commit.
+//!
+//! Raft appends are written without sync and become readable at once; their callbacks
+//! queue on one syncer thread, which makes everything queued durable with a single
+//! `flush_wal(true)` and then completes the callbacks. Many produce requests on many
+//! partitions thus share one fsync.
+//!
+//! State machine writes skip the WAL ([`Durability::Replayable`]): the raft log is their
+//! durable copy and applying is deterministic, so after a crash the state machine replays
+//! from the last applied index that reached an SST. `atomic_flush` keeps the column
+//! families of one write batch flushed together, and [`Db::flush_memtables`] runs before
+//! any raft log prefix is purged.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, FlushOptions, Options, WriteBatch, WriteOptions, DB};
+
+use crate::Error;
+
+/// The column families, one per kind of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    /// `(group, index)` -> raft entry.
+    RaftLog,
+    /// `(group, tag)` -> vote, committed, last purged.
+    RaftMeta,
+    /// `(group, base_offset)` -> record batch as stored.
+    PartitionLog,
+    /// `(group, max_timestamp, base_offset)` -> nothing: the sparse timestamp index.
+    TimeIndex,
+    /// `(group, tag)` -> state machine values.
+    State,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 5] = [Cf::RaftLog, Cf::RaftMeta, Cf::PartitionLog, Cf::TimeIndex, Cf::State];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::RaftLog => "raft_log",
+            Cf::RaftMeta => "raft_meta",
+            Cf::PartitionLog => "partition_log",
+            Cf::TimeIndex => "time_index",
+            Cf::State => "state",
+        }
+    }
+}
+
+/// How a write is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Through the WAL; durable once a sync covers it.
+    Wal,
+    /// Memtable only; lost on a crash unless flushed, and rebuilt by raft replay.
+    Replayable,
+}
+
+type SyncCallback = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+
+/// The node's database.
+pub struct Db {
+    rocks: Arc<DB>,
+    syncer: mpsc::Sender<SyncCallback>,
+    wal_opts: WriteOptions,
+    replay_opts: WriteOptions,
+}
+
+impl Db {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Arc<Db>, Error> {
+        let open_err = |source| Error::Open { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(open_err)?;
+        // Fail early, with the path in the message, on a directory we cannot write.
+        let probe = dir.join(".write-probe");
+        std::fs::write(&probe, b"").map_err(open_err)?;
+        std::fs::remove_file(&probe).map_err(open_err)?;
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_atomic_flush(true);
+        opts.set_max_background_jobs(2);
+        opts.set_db_write_buffer_size(512 << 20);
+        opts.set_max_total_wal_size(1 << 30);
+        opts.set_bytes_per_sync(4 << 20);
+        opts.set_enable_pipelined_write(true);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(128 << 20);
+            if *cf == Cf::PartitionLog {
+                o.set_target_file_size_base(128 << 20);
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let rocks = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        for cf in Cf::ALL {
+            if rocks.cf_handle(cf.name()).is_none() {
+                return Err(Error::Io(std::io::Error::other(format!("column family {} missing", cf.name()))));
+            }
+        }
+
+        let (tx, rx) = mpsc::channel::<SyncCallback>();
+        let syncer_db = rocks.clone();
+        std::thread::Builder::new().name("wal-syncer".into()).spawn(move || run_syncer(&syncer_db, rx))?;
+
+        let wal_opts = WriteOptions::default();
+        let mut replay_opts = WriteOptions::default();
+        replay_opts.disable_wal(true);
+        Ok(Arc::new(Db { rocks, syncer: tx, wal_opts, replay_opts }))
+    }
+
+    /// The raw database, for reads and iterators.
+    pub fn rocks(&self) -> &DB {
+        &self.rocks
+    }
+
+    /// The handle of a column family; all exist from [`Db::open`] on.
+    pub fn cf(&self, cf: Cf) -> &ColumnFamily {
+        self.rocks.cf_handle(cf.name()).expect("column families are checked at open")
+    }
+
+    /// Writes a batch atomically, without waiting for a sync.
+    pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), Error> {
+        let opts = match durability {
+            Durability::Wal => &self.wal_opts,
+            Durability::Replayable => &self.replay_opts,
+        };
+        Ok(self.rocks.write_opt(batch, opts)?)
+    }
+
+    /// Queues `callback` for the next group sync; it runs once every WAL write made before
+    /// this call is on disk.
+    pub fn after_sync(&self, callback: impl FnOnce(Result<(), std::io::Error>) + Send + 'static) {
+        if let Err(mpsc::SendError(cb)) = self.syncer.send(Box::new(callback)) {
+            cb(Err(std::io::Error::other("wal syncer stopped")));
+        }
+    }
+
+    /// Waits until every WAL write made before this call is on disk.
+    pub async fn sync(&self) -> Result<(), std::io::Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.after_sync(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap_or_else(|_| Err(std::io::Error::other("wal syncer stopped")))
+    }
+
+    /// Flushes all memtables to SST files, atomically across column families, so that
+    /// [`Durability::Replayable`] writes survive a crash. Blocking.
+    pub fn flush_memtables(&self) -> Result<(), Error> {
+        let cfs: Vec<&ColumnFamily> = Cf::ALL.iter().map(|cf| self.cf(*cf)).collect();
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        Ok(self.rocks.flush_cfs_opt(&cfs, &fo)?)
+    }
+}
+
+static SYNCER_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The syncer loop: take everything queued, one fsync, complete them all.
+fn run_syncer(db: &DB, rx: mpsc::Receiver<SyncCallback>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let started = Instant::now();
+        let result = if SYNCER_FAILED.load(Ordering::Relaxed) {
+            Err(std::io::Error::other("an earlier wal sync failed"))
+        } else {
+            db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")))
+        };
+        metrics::histogram!("quarry_fsync_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("quarry_fsync_callbacks_total").increment(waiting.len() as u64);
+        if let Err(e) = &result {
+            // After a failed fsync the page cache may no longer match the disk: stop
+            // acknowledging anything rather than ack data that may be gone.
+            SYNCER_FAILED.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, "wal fsync failed; the node stops accepting writes");
+        }
+        for cb in waiting {
+            cb(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            });
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Errors of the storage layer.
+
+use std::path::PathBuf;
+
+/// What can go wrong below the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open data directory {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt {what}: {source}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: bincode::Error,
+    },
+    #[error("offset {offset} outside [{log_start_offset}, {high_watermark})")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+}

@@ -1,0 +1,228 @@
+//! A Kafka partition's record batches, keyed by base offset, and its timestamp index.
+//!
+//! A value is `last_offset (i64) ++ max_timestamp (i64) ++ batch`, the batch exactly as
+//! served to consumers. The index in [`Cf::TimeIndex`] holds `(group, max_timestamp,
+//! base_offset)` for each batch that raised the partition's running maximum timestamp, so
+//! one seek finds the first batch that can hold a record at or after a given time.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::{key, key_suffix, Cf, Db, Error, GroupId};
+
+const VALUE_PREFIX: usize = 16;
+
+/// One stored batch, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub bytes: Bytes,
+}
+
+/// The record batches of one partition.
+#[derive(Clone)]
+pub struct PartitionLog {
+    db: Arc<Db>,
+    group: GroupId,
+}
+
+/// Signed timestamps ordered as unsigned big-endian bytes.
+fn ts_key(group: GroupId, timestamp: i64, base_offset: i64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8..16].copy_from_slice(&((timestamp as u64) ^ (1 << 63)).to_be_bytes());
+    k[16..].copy_from_slice(&(base_offset as u64).to_be_bytes());
+    k
+}
+
+fn ts_of_key(k: &[u8]) -> i64 {
+    (u64::from_be_bytes(k[8..16].try_into().expect("24-byte key")) ^ (1 << 63)) as i64
+}
+
+fn offset_of_ts_key(k: &[u8]) -> i64 {
+    u64::from_be_bytes(k[16..24].try_into().expect("24-byte key")) as i64
+}
+
+impl PartitionLog {
+    pub fn new(db: Arc<Db>, group: GroupId) -> Self {
+        PartitionLog { db, group }
+    }
+
+    /// Adds a batch, given as consecutive parts, to `wb`. `index` says whether the batch
+    /// raised the running maximum timestamp and so gets an index entry.
+    pub fn append(
+        &self,
+        wb: &mut WriteBatch,
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp: i64,
+        parts: &[&[u8]],
+        index: bool,
+    ) {
+        let mut value = Vec::with_capacity(VALUE_PREFIX + parts.iter().map(|p| p.len()).sum::<usize>());
+        value.extend_from_slice(&last_offset.to_be_bytes());
+        value.extend_from_slice(&max_timestamp.to_be_bytes());
+        for part in parts {
+            value.extend_from_slice(part);
+        }
+        wb.put_cf(self.db.cf(Cf::PartitionLog), key(self.group, base_offset as u64), value);
+        if index {
+            wb.put_cf(self.db.cf(Cf::TimeIndex), ts_key(self.group, max_timestamp, base_offset), []);
+        }
+    }
+
+    fn decode(&self, k: &[u8], v: &[u8]) -> StoredBatch {
+        StoredBatch {
+            base_offset: key_suffix(k) as i64,
+            last_offset: i64::from_be_bytes(v[0..8].try_into().expect("value prefix")),
+            max_timestamp: i64::from_be_bytes(v[8..16].try_into().expect("value prefix")),
+            bytes: Bytes::copy_from_slice(&v[VALUE_PREFIX..]),
+        }
+    }
+
+    /// Appends to `out` the batches that hold offsets from `offset` up to (not including)
+    /// `end`, starting with the batch containing `offset`, until `max_bytes` is reached; the
+    /// first batch is always included whole, whatever its size (KIP-74). Returns how many
+    /// batches were added.
+    pub fn read_into(&self, offset: i64, end: i64, max_bytes: usize, out: &mut BytesMut) -> Result<usize, Error> {
+        if offset >= end {
+            return Ok(0);
+        }
+        let start = self.batch_start(offset)?.unwrap_or(offset);
+        let upper = key(self.group, end as u64);
+        let it = self.db.rocks().iterator_cf(
+            self.db.cf(Cf::PartitionLog),
+            IteratorMode::From(&key(self.group, start as u64), Direction::Forward),
+        );
+        let mut n = 0;
+        let budget_start = out.len();
+        for item in it {
+            let (k, v) = item?;
+            if k.as_ref() >= upper.as_slice() {
+                break;
+            }
+            let batch = &v[VALUE_PREFIX..];
+            if n > 0 && out.len() - budget_start + batch.len() > max_bytes {
+                break;
+            }
+            out.put_slice(batch);
+            n += 1;
+            if out.len() - budget_start >= max_bytes {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Base offset of the batch that contains `offset`, if one does.
+    fn batch_start(&self, offset: i64) -> Result<Option<i64>, Error> {
+        let probe = key(self.group, offset as u64);
+        let mut it =
+            self.db.rocks().iterator_cf(self.db.cf(Cf::PartitionLog), IteratorMode::From(&probe, Direction::Reverse));
+        if let Some(item) = it.next() {
+            let (k, v) = item?;
+            if k[..8] == self.group.to_be_bytes() {
+                let last_offset = i64::from_be_bytes(v[0..8].try_into().expect("value prefix"));
+                if last_offset >= offset {
+                    return Ok(Some(key_suffix(&k) as i64));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Batches from the one containing `offset` onwards, in offset order, at most `limit`.
+    pub fn batches_from(&self, offset: i64, limit: usize) -> Result<Vec<StoredBatch>, Error> {
+        let start = self.batch_start(offset)?.unwrap_or(offset);
+        let upper = key(self.group + 1, 0);
+        let it = self.db.rocks().iterator_cf(
+            self.db.cf(Cf::PartitionLog),
+            IteratorMode::From(&key(self.group, start.max(0) as u64), Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in it {
+            let (k, v) = item?;
+            if k.as_ref() >= upper.as_slice() || out.len() >= limit {
+                break;
+            }
+            out.push(self.decode(&k, &v));
+        }
+        Ok(out)
+    }
+
+    /// The first batch that may hold a record with a timestamp at or after `timestamp`:
+    /// every batch before it has only earlier records.
+    pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<StoredBatch>, Error> {
+        let mut it = self.db.rocks().iterator_cf(
+            self.db.cf(Cf::TimeIndex),
+            IteratorMode::From(&ts_key(self.group, timestamp, i64::MIN), Direction::Forward),
+        );
+        let Some(item) = it.next() else { return Ok(None) };
+        let (k, _) = item?;
+        if k[..8] != self.group.to_be_bytes() {
+            return Ok(None);
+        }
+        Ok(self.batches_from(offset_of_ts_key(&k), 1)?.pop())
+    }
+
+    /// The highest timestamp indexed so far (the running maximum), if any.
+    pub fn max_indexed_timestamp(&self) -> Result<Option<i64>, Error> {
+        let mut it = self.db.rocks().iterator_cf(
+            self.db.cf(Cf::TimeIndex),
+            IteratorMode::From(&ts_key(self.group, i64::MAX, i64::MAX), Direction::Reverse),
+        );
+        match it.next() {
+            Some(item) => {
+                let (k, _) = item?;
+                Ok((k[..8] == self.group.to_be_bytes()).then(|| ts_of_key(&k)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Adds to `wb` the deletion of every batch below `new_log_start` (a batch boundary),
+    /// keeping the timestamp index exact for the batches that remain: the head batches
+    /// up to the next index entry are indexed again with their own running maximum.
+    pub fn delete_before(&self, wb: &mut WriteBatch, new_log_start: i64) -> Result<(), Error> {
+        wb.delete_range_cf(self.db.cf(Cf::PartitionLog), key(self.group, 0), key(self.group, new_log_start as u64));
+        let index = self.db.cf(Cf::TimeIndex);
+        let it = self
+            .db
+            .rocks()
+            .iterator_cf(index, IteratorMode::From(&ts_key(self.group, i64::MIN, 0), Direction::Forward));
+        let mut next_indexed = None;
+        for item in it {
+            let (k, _) = item?;
+            if k[..8] != self.group.to_be_bytes() {
+                break;
+            }
+            let base = offset_of_ts_key(&k);
+            if base >= new_log_start {
+                next_indexed = Some(base);
+                break;
+            }
+            wb.delete_cf(index, &k);
+        }
+        let mut running = i64::MIN;
+        for b in self.batches_from(new_log_start, 10_000)? {
+            if Some(b.base_offset) == next_indexed {
+                break;
+            }
+            if b.max_timestamp > running {
+                running = b.max_timestamp;
+                wb.put_cf(index, ts_key(self.group, running, b.base_offset), []);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds to `wb` the deletion of everything of this partition.
+    pub fn destroy(&self, wb: &mut WriteBatch) {
+        wb.delete_range_cf(self.db.cf(Cf::PartitionLog), key(self.group, 0), key(self.group + 1, 0));
+        wb.delete_range_cf(self.db.cf(Cf::TimeIndex), key(self.group, 0), key(self.group + 1, 0));
+    }
+}

@@ -1,0 +1,310 @@
+//! Helpers for integration tests: a node on loopback ports and a minimal wire-level
+//! Kafka client, so tests speak exactly the bytes real clients send.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use broker::{Config, Server};
+
+/// Logs to the test writer when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A config for a node on free loopback ports with its data in `dir`.
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        kafka_listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    }
+}
+
+/// Starts a node with `config`.
+pub async fn start(config: Config) -> Server {
+    init_tracing();
+    Server::start(config).await.expect("node starts")
+}
+
+/// A Kafka connection that sends one request at a time.
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    pub async fn connect(addr: std::net::SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Client { stream, correlation_id: 0 }
+    }
+
+    /// Sends raw bytes (for malformed-input tests).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads one size-prefixed frame; `None` when the broker closed the connection.
+    pub async fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).await.ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut buf).await.ok()?;
+        Some(buf.into())
+    }
+
+    /// Sends a request at `version` and decodes its response.
+    pub async fn call(&mut self, version: i16, body: RequestKind) -> ResponseKind {
+        let api_key = api_key_of(&body);
+        self.send(api_key, version, &body).await;
+        let frame = self.read_frame().await.expect("response");
+        let (correlation_id, resp) =
+            protocol::frame::decode_response(frame, api_key, version).expect("decodable response");
+        assert_eq!(correlation_id, self.correlation_id, "responses come back in order");
+        resp
+    }
+
+    /// Sends a request without reading a response.
+    pub async fn send(&mut self, api_key: ApiKey, version: i16, body: &RequestKind) {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("quarry-tests")));
+        let bytes = protocol::frame::encode_request(&header, body).expect("encodable request");
+        self.stream.write_all(&bytes).await.expect("send");
+    }
+
+    /// Whether the broker has closed the connection (reads EOF within `wait`).
+    pub async fn is_closed(&mut self, wait: Duration) -> bool {
+        let mut b = [0u8; 1];
+        matches!(tokio::time::timeout(wait, self.stream.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+}
+
+/// The API key of a request body.
+pub fn api_key_of(body: &RequestKind) -> ApiKey {
+    match body {
+        RequestKind::Produce(_) => ApiKey::Produce,
+        RequestKind::Fetch(_) => ApiKey::Fetch,
+        RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        RequestKind::Metadata(_) => ApiKey::Metadata,
+        RequestKind::ApiVersions(_) => ApiKey::ApiVersions,
+        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::DeleteTopics(_) => ApiKey::DeleteTopics,
+        RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
+        RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
+        RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
+        RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        RequestKind::DescribeCluster(_) => ApiKey::DescribeCluster,
+        other => panic!("no api key mapping for {other:?}"),
+    }
+}
+
+/// A simple record for building batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub timestamp: i64,
+}
+
+impl TestRecord {
+    pub fn new(key: &str, value: &str, timestamp: i64) -> TestRecord {
+        TestRecord {
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            timestamp,
+        }
+    }
+}
+
+/// Encodes one uncompressed v2 batch of `records`, as a producer would.
+pub fn encode_batch(records: &[TestRecord]) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("encode batch");
+    buf.freeze()
+}
+
+/// Decodes the records of fetched batches: `(offset, record)`.
+pub fn decode_records(mut bytes: Bytes) -> Vec<(i64, TestRecord)> {
+    let mut out = Vec::new();
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).expect("decodable batches");
+    for set in sets {
+        for r in set.records {
+            out.push((r.offset, TestRecord { key: r.key, value: r.value, timestamp: r.timestamp }));
+        }
+    }
+    let _ = bytes.remaining();
+    out
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// The `quarry` binary built in this workspace's target directory (release profile).
+pub fn quarry_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("quarry");
+    assert!(bin.exists(), "{} is missing: run `cargo build --release --bin quarry` first", bin.display());
+    bin
+}
+
+pub mod requests {
+    //! Builders for the requests tests send, at versions current clients use.
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::fetch_response::PartitionData;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::Client;
+
+    fn name(s: &str) -> TopicName {
+        TopicName(StrBytes::from_string(s.to_string()))
+    }
+
+    /// Creates a topic; returns the error code (0 on success).
+    pub async fn create_topic(c: &mut Client, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+        let configs = configs
+            .iter()
+            .map(|(k, v)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(k.to_string()))
+                    .with_value(Some(StrBytes::from_string(v.to_string())))
+            })
+            .collect();
+        let req = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+            .with_configs(configs)]);
+        match c.call(7, RequestKind::CreateTopics(req)).await {
+            ResponseKind::CreateTopics(r) => r.topics[0].error_code,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Produces `records` to one partition; returns the partition response.
+    pub async fn produce(
+        c: &mut Client,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> Option<produce_response::PartitionProduceResponse> {
+        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+            ]),
+        ]);
+        if acks == 0 {
+            c.send(ApiKey::Produce, 9, &RequestKind::Produce(req)).await;
+            return None;
+        }
+        match c.call(9, RequestKind::Produce(req)).await {
+            ResponseKind::Produce(mut r) => Some(r.responses.remove(0).partition_responses.remove(0)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Fetches one partition (Fetch v12).
+    pub async fn fetch(
+        c: &mut Client,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        min_bytes: i32,
+    ) -> PartitionData {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(min_bytes)
+            .with_max_bytes(50 << 20)
+            .with_isolation_level(1)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20),
+            ])]);
+        match c.call(12, RequestKind::Fetch(req)).await {
+            ResponseKind::Fetch(mut r) => r.responses.remove(0).partitions.remove(0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// ListOffsets for one partition: `(error, offset, timestamp)`.
+    pub async fn list_offset(c: &mut Client, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+        let req =
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_timestamp(timestamp)])]);
+        match c.call(7, RequestKind::ListOffsets(req)).await {
+            ResponseKind::ListOffsets(r) => {
+                let p = &r.topics[0].partitions[0];
+                (p.error_code, p.offset, p.timestamp)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Metadata for the given topics (v12), auto-creating them if `create`.
+    pub async fn metadata(c: &mut Client, topics: &[&str], create: bool) -> MetadataResponse {
+        let req = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| metadata_request::MetadataRequestTopic::default().with_name(Some(name(t))))
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(create);
+        match c.call(12, RequestKind::Metadata(req)).await {
+            ResponseKind::Metadata(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

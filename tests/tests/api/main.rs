@@ -1,0 +1,6 @@
+//! Kafka API behaviour of a single node, over real sockets and real RocksDB.
+
+mod t10_produce_fetch;
+mod t20_bad_input;
+mod t30_admin;
+mod t40_restart_retention;

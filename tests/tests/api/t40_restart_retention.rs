@@ -1,0 +1,76 @@
+use kafka_protocol::ResponseError;
+use tests::requests::*;
+use tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_a_restart() {
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "keep", 2, &[("retention.bytes", "123456")]).await, 0);
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        let r = TestRecord::new(&format!("k{i}"), &format!("v{i}"), 1_000 + i);
+        produce(&mut c, "keep", (i % 2) as i32, encode_batch(std::slice::from_ref(&r)), -1).await.unwrap();
+        sent.push(r);
+    }
+    let cluster_id = server.node.metadata().cluster_id.clone();
+    drop(c);
+    server.shutdown().await;
+
+    let server = start(test_config(dir.path())).await;
+    assert_eq!(server.node.metadata().cluster_id, cluster_id);
+    let mut c = Client::connect(server.kafka_addr).await;
+    for p in 0..2 {
+        let data = fetch(&mut c, "keep", p, 0, 0, 1).await;
+        assert_eq!(data.high_watermark, 25);
+        let got: Vec<TestRecord> = decode_records(data.records.unwrap()).into_iter().map(|(_, r)| r).collect();
+        let want: Vec<TestRecord> = sent.iter().skip(p as usize).step_by(2).cloned().collect();
+        assert_eq!(got, want);
+    }
+    let configs = server.node.metadata().topics["keep"].configs.clone();
+    assert_eq!(configs.get("retention.bytes").map(String::as_str), Some("123456"));
+    // Offsets continue where they stopped.
+    let resp = produce(&mut c, "keep", 0, encode_batch(&[TestRecord::new("k", "after", 1)]), -1).await.unwrap();
+    assert_eq!(resp.base_offset, 25);
+    assert_eq!(list_offset(&mut c, "keep", 0, 1_010).await, (0, 5, 1_010));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_time_and_size_moves_log_start() {
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    let now = broker::now_ms();
+    assert_eq!(create_topic(&mut c, "old", 1, &[("retention.ms", "60000")]).await, 0);
+    // Three batches an hour old, then two fresh ones.
+    for i in 0..5 {
+        let ts = if i < 3 { now - 3_600_000 } else { now };
+        produce(&mut c, "old", 0, encode_batch(&[TestRecord::new("k", "v", ts), TestRecord::new("k", "w", ts)]), -1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(create_topic(&mut c, "big", 1, &[("retention.bytes", "300")]).await, 0);
+    let batch = encode_batch(&[TestRecord::new("k", &"x".repeat(100), now)]);
+    let batch_len = batch.len() as i64;
+    for _ in 0..6 {
+        produce(&mut c, "big", 0, batch.clone(), -1).await.unwrap();
+    }
+
+    broker::retention::enforce(&server.node).await;
+
+    assert_eq!(list_offset(&mut c, "old", 0, -2).await.1, 6, "the three old batches are gone");
+    let gone = fetch(&mut c, "old", 0, 0, 0, 1).await;
+    assert_eq!(gone.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!(gone.log_start_offset, 6);
+    let kept = decode_records(fetch(&mut c, "old", 0, 6, 0, 1).await.records.unwrap());
+    assert_eq!(kept.len(), 4);
+    // The timestamp index still finds the first remaining record.
+    assert_eq!(list_offset(&mut c, "old", 0, 0).await.1, 6);
+
+    let start = list_offset(&mut c, "big", 0, -2).await.1;
+    let kept_bytes = (6 - start) * batch_len;
+    assert!(kept_bytes <= 300 && kept_bytes + batch_len > 300, "kept {kept_bytes} bytes from offset {start}");
+    server.shutdown().await;
+}
