@@ -66,9 +66,20 @@ impl Server {
     }
 
     /// Stops the listeners and connections, then every raft group.
+    ///
+    /// Returns once the data directory is closed, so it can be opened again at once.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.node.shutdown().await;
+        // Connections and their requests end on the cancellation (fetch long polls when
+        // their partitions stop); wait for them to let go of the node.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&self.node) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.node) > 1 {
+            tracing::warn!("requests still hold the node after shutdown");
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::topic_config::TopicSettings;
 
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let period = Duration::from_millis(node.config.log_retention_check_interval_ms.max(10));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -249,7 +249,7 @@ mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i,
-                sequence: -1,
+                sequence: i as i32 - 1,
                 timestamp: base_ts + i * 10,
                 key: Some(format!("k{i}").into()),
                 value: Some(format!("value {i}").into()),

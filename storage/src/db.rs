@@ -64,7 +64,9 @@ type SyncCallback = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
 /// The node's database.
 pub struct Db {
     rocks: Arc<DB>,
-    syncer: mpsc::Sender<SyncCallback>,
+    /// `None` only while dropping.
+    syncer: Option<mpsc::Sender<SyncCallback>>,
+    syncer_thread: Option<std::thread::JoinHandle<()>>,
     wal_opts: WriteOptions,
     replay_opts: WriteOptions,
 }
@@ -87,7 +89,6 @@ impl Db {
         opts.set_db_write_buffer_size(512 << 20);
         opts.set_max_total_wal_size(1 << 30);
         opts.set_bytes_per_sync(4 << 20);
-        opts.set_enable_pipelined_write(true);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
             o.set_write_buffer_size(128 << 20);
@@ -105,12 +106,13 @@ impl Db {
 
         let (tx, rx) = mpsc::channel::<SyncCallback>();
         let syncer_db = rocks.clone();
-        std::thread::Builder::new().name("wal-syncer".into()).spawn(move || run_syncer(&syncer_db, rx))?;
+        let syncer_thread =
+            std::thread::Builder::new().name("wal-syncer".into()).spawn(move || run_syncer(&syncer_db, rx))?;
 
         let wal_opts = WriteOptions::default();
         let mut replay_opts = WriteOptions::default();
         replay_opts.disable_wal(true);
-        Ok(Arc::new(Db { rocks, syncer: tx, wal_opts, replay_opts }))
+        Ok(Arc::new(Db { rocks, syncer: Some(tx), syncer_thread: Some(syncer_thread), wal_opts, replay_opts }))
     }
 
     /// The raw database, for reads and iterators.
@@ -135,7 +137,10 @@ impl Db {
     /// Queues `callback` for the next group sync; it runs once every WAL write made before
     /// this call is on disk.
     pub fn after_sync(&self, callback: impl FnOnce(Result<(), std::io::Error>) + Send + 'static) {
-        if let Err(mpsc::SendError(cb)) = self.syncer.send(Box::new(callback)) {
+        let Some(syncer) = &self.syncer else {
+            return callback(Err(std::io::Error::other("wal syncer stopped")));
+        };
+        if let Err(mpsc::SendError(cb)) = syncer.send(Box::new(callback)) {
             cb(Err(std::io::Error::other("wal syncer stopped")));
         }
     }
@@ -156,6 +161,17 @@ impl Db {
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
         Ok(self.rocks.flush_cfs_opt(&cfs, &fo)?)
+    }
+}
+
+impl Drop for Db {
+    /// Stops the syncer after it has synced everything queued, so the database is closed
+    /// (and its lock released) when the last handle goes.
+    fn drop(&mut self) {
+        self.syncer.take();
+        if let Some(t) = self.syncer_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

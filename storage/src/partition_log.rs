@@ -159,7 +159,7 @@ impl PartitionLog {
     pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<StoredBatch>, Error> {
         let mut it = self.db.rocks().iterator_cf(
             self.db.cf(Cf::TimeIndex),
-            IteratorMode::From(&ts_key(self.group, timestamp, i64::MIN), Direction::Forward),
+            IteratorMode::From(&ts_key(self.group, timestamp, 0), Direction::Forward),
         );
         let Some(item) = it.next() else { return Ok(None) };
         let (k, _) = item?;

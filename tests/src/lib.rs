@@ -145,7 +145,7 @@ pub fn encode_batch(records: &[TestRecord]) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: i as i32 - 1,
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),

@@ -40,7 +40,7 @@ pub enum PartitionResp {
 }
 
 /// The offsets readers of a partition care about, published after each apply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offsets {
     pub log_start_offset: i64,
     /// Next offset to be assigned: the high watermark, since only committed entries apply.
@@ -52,6 +52,19 @@ pub struct Offsets {
     pub max_timestamp_offset: i64,
     /// Bytes of stored batches.
     pub log_bytes: u64,
+}
+
+impl Default for Offsets {
+    fn default() -> Self {
+        Offsets {
+            log_start_offset: 0,
+            high_watermark: 0,
+            leader_epoch: 0,
+            max_timestamp: -1,
+            max_timestamp_offset: -1,
+            log_bytes: 0,
+        }
+    }
 }
 
 /// The partition's state machine logic.
@@ -210,11 +223,7 @@ impl Partition {
         let log = PartitionLog::new(db.clone(), group);
         let (publish, offsets) =
             watch::channel(Offsets { max_timestamp: -1, max_timestamp_offset: -1, ..Default::default() });
-        let machine = PartitionMachine {
-            log: log.clone(),
-            offsets: Offsets { max_timestamp: -1, max_timestamp_offset: -1, ..Default::default() },
-            publish,
-        };
+        let machine = PartitionMachine { log: log.clone(), offsets: Offsets::default(), publish };
         let sm = StateMachine::open(db.clone(), StateStore::new(db.clone(), group), machine)?;
         let log_store = RaftLogStore::<PartitionTypes>::new(db.clone(), group);
         let raft = Raft::new(node_id, Arc::new(super::raft_config()), LocalNetwork, log_store, sm).await?;

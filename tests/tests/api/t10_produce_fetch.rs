@@ -36,7 +36,8 @@ async fn produced_batches_come_back_in_order_with_offsets() {
     }
     // A fetch from the middle of a batch returns that whole batch.
     let data = fetch(&mut c, "orders", 1, 6, 0, 1).await;
-    let got = decode_records(data.records.unwrap());
+    let records = data.records.unwrap();
+    let got = decode_records(records);
     assert_eq!(got.first().unwrap().0, 4);
     server.shutdown().await;
 }

@@ -90,8 +90,11 @@ async fn describe_and_alter_topic_configs() {
     let before = broker::now_ms();
     let resp = produce(&mut c, "t", 0, encode_batch(&[TestRecord::new("k", "v", 5)]), -1).await.unwrap();
     assert!(resp.log_append_time_ms >= before);
-    let got = decode_records(fetch(&mut c, "t", 0, 0, 0, 1).await.records.unwrap());
-    assert_eq!(got[0].1.timestamp, resp.log_append_time_ms);
+    let stored = fetch(&mut c, "t", 0, 0, 0, 1).await.records.unwrap();
+    let header = protocol::batch::BatchHeader::parse(&stored).unwrap();
+    assert!(header.has_log_append_time());
+    assert_eq!(header.max_timestamp, resp.log_append_time_ms);
+    protocol::batch::validate(&header, &stored).expect("crc recomputed");
 
     let bad = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
         .with_resource_type(2)

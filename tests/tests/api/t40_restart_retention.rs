@@ -9,8 +9,9 @@ async fn everything_survives_a_restart() {
     let mut c = Client::connect(server.kafka_addr).await;
     assert_eq!(create_topic(&mut c, "keep", 2, &[("retention.bytes", "123456")]).await, 0);
     let mut sent = Vec::new();
+    let base = broker::now_ms();
     for i in 0..50 {
-        let r = TestRecord::new(&format!("k{i}"), &format!("v{i}"), 1_000 + i);
+        let r = TestRecord::new(&format!("k{i}"), &format!("v{i}"), base + i);
         produce(&mut c, "keep", (i % 2) as i32, encode_batch(std::slice::from_ref(&r)), -1).await.unwrap();
         sent.push(r);
     }
@@ -31,9 +32,10 @@ async fn everything_survives_a_restart() {
     let configs = server.node.metadata().topics["keep"].configs.clone();
     assert_eq!(configs.get("retention.bytes").map(String::as_str), Some("123456"));
     // Offsets continue where they stopped.
-    let resp = produce(&mut c, "keep", 0, encode_batch(&[TestRecord::new("k", "after", 1)]), -1).await.unwrap();
+    let resp = produce(&mut c, "keep", 0, encode_batch(&[TestRecord::new("k", "after", base)]), -1).await.unwrap();
     assert_eq!(resp.base_offset, 25);
-    assert_eq!(list_offset(&mut c, "keep", 0, 1_010).await, (0, 5, 1_010));
+    // The timestamp index survived too.
+    assert_eq!(list_offset(&mut c, "keep", 0, base + 10).await, (0, 5, base + 10));
     server.shutdown().await;
 }
 
