@@ -77,6 +77,11 @@ impl Client {
 
     /// Sends a request without reading a response.
     pub async fn send(&mut self, api_key: ApiKey, version: i16, body: &RequestKind) {
+        self.try_send(api_key, version, body).await.expect("send");
+    }
+
+    /// Sends a request; `None` if the connection is gone.
+    pub async fn try_send(&mut self, api_key: ApiKey, version: i16, body: &RequestKind) -> Option<()> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(api_key as i16)
@@ -84,7 +89,7 @@ impl Client {
             .with_correlation_id(self.correlation_id)
             .with_client_id(Some(StrBytes::from_static_str("quarry-tests")));
         let bytes = protocol::frame::encode_request(&header, body).expect("encodable request");
-        self.stream.write_all(&bytes).await.expect("send");
+        self.stream.write_all(&bytes).await.ok()
     }
 
     /// Whether the broker has closed the connection (reads EOF within `wait`).
