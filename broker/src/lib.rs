@@ -3,7 +3,6 @@
 //! [`Server::start`] binds the listeners and opens the node; `main.rs` only parses the
 //! command line. Tests start servers on port 0 the same way.
 
-pub mod alloc;
 pub mod api;
 pub mod cluster;
 pub mod config;
@@ -22,6 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use cluster::node::Node;
+
+#[global_allocator]
+static GLOBAL: protocol::alloc::LazyHugeAlloc = protocol::alloc::LazyHugeAlloc;
 pub use config::Config;
 
 /// Milliseconds since the Unix epoch.

@@ -5,7 +5,9 @@
 //! - [`batch`]: the v2 record batch header: reading it, checking its CRC and setting the
 //!   fields the broker owns (base offset, partition leader epoch). Records are never
 //!   decompressed on the produce or fetch path.
+//! - [`alloc`]: the allocator that keeps a hostile array length from aborting the process.
 
+pub mod alloc;
 pub mod batch;
 pub mod frame;
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 struct Broker {
     child: Child,
@@ -196,29 +196,38 @@ fn latency_run(port: u16, topic: &str, acks: &str, rate: u64, secs: u64) -> Resu
     Ok((pct(0.50), pct(0.99)))
 }
 
-/// Time for a fetch whose data is already there (median of 50), in ms.
-fn ready_fetch_run(port: u16, topic: &str) -> Result<f64> {
+/// Produce-to-consume latency (median of 50 single records, ms) for a consumer whose
+/// fetches wait up to 5 s: a broker that held fetches for the full wait, or answered a
+/// fetch with data late, would show seconds here.
+fn end_to_end_run(port: u16, topic: &str) -> Result<f64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("group.id", "bench-e2e")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5000")
+        .set("fetch.min.bytes", "1")
+        .create()?;
+    let p: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", format!("127.0.0.1:{port}")).set("linger.ms", "0").create()?;
+    p.send(BaseRecord::<(), [u8]>::to(topic).payload(&b"warm-up"[..]).partition(0)).map_err(|(e, _)| e)?;
+    p.flush(Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    c.assign(&tpl)?;
+    if !matches!(c.poll(Duration::from_secs(30)), Some(Ok(_))) {
+        bail!("no warm-up record");
+    }
     let mut times = Vec::new();
     for _ in 0..50 {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", format!("127.0.0.1:{port}"))
-            .set("group.id", "bench-ready")
-            .set("fetch.wait.max.ms", "5000")
-            .set("fetch.min.bytes", "1")
-            .create()?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
-        c.assign(&tpl)?;
-        // Metadata and the first fetch happen inside the timed poll; 5 s would show a
-        // broker that holds fetches for the full wait.
         let start = Instant::now();
-        match c.poll(Duration::from_secs(30)) {
-            Some(Ok(m)) => {
-                let _ = m.offset();
-            }
-            other => bail!("no record: {:?}", other.map(|r| r.map(|m| m.offset()))),
+        p.send(BaseRecord::<(), [u8]>::to(topic).payload(&b"ping"[..]).partition(0)).map_err(|(e, _)| e)?;
+        while p.in_flight_count() > 0 {
+            p.poll(Duration::from_millis(1));
         }
-        times.push(start.elapsed());
+        match c.poll(Duration::from_secs(30)) {
+            Some(Ok(_)) => times.push(start.elapsed()),
+            _ => bail!("record not consumed"),
+        }
     }
     times.sort();
     Ok(times[times.len() / 2].as_secs_f64() * 1000.0)
@@ -228,9 +237,18 @@ fn main() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let bin = root.join("target/release/quarry");
     let broker = Broker::start(&bin)?;
+    // `produce-consume [throughput|latency|fetch]...` runs only the named parts.
+    let parts: Vec<String> = std::env::args().skip(1).collect();
+    let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     println!("# quarry produce/consume benchmark, librdkafka {}", rdkafka::util::get_rdkafka_version().1);
-    println!("{:<8} {:>6} {:>10} {:>14} {:>10} {:>14} {:>10}", "record", "acks", "records", "produce rec/s", "MB/s", "consume rec/s", "MB/s");
+    println!(
+        "{:<8} {:>6} {:>10} {:>14} {:>10} {:>14} {:>10}",
+        "record", "acks", "records", "produce rec/s", "MB/s", "consume rec/s", "MB/s"
+    );
     for (size, count) in [(100usize, 2_000_000usize), (1024, 500_000)] {
+        if !run("throughput") {
+            break;
+        }
         for acks in ["1", "all"] {
             let topic = format!("bench-{size}-{acks}");
             let p = produce_run(broker.port, &topic, acks, size, count)?;
@@ -238,17 +256,29 @@ fn main() -> Result<()> {
             let mb = (size * count) as f64 / 1e6;
             println!(
                 "{:<8} {:>6} {:>10} {:>14.0} {:>10.1} {:>14.0} {:>10.1}",
-                format!("{size} B"), acks, count,
-                count as f64 / p.as_secs_f64(), mb / p.as_secs_f64(),
-                count as f64 / c.as_secs_f64(), mb / c.as_secs_f64()
+                format!("{size} B"),
+                acks,
+                count,
+                count as f64 / p.as_secs_f64(),
+                mb / p.as_secs_f64(),
+                count as f64 / c.as_secs_f64(),
+                mb / c.as_secs_f64()
             );
         }
     }
     for acks in ["1", "all"] {
+        if !run("latency") {
+            break;
+        }
         let (p50, p99) = latency_run(broker.port, &format!("latency-{acks}"), acks, 50_000, 10)?;
         println!("produce latency at 50k records/s, 1 KiB, acks={acks}: p50 {p50:.2} ms, p99 {p99:.2} ms");
     }
-    println!("fetch with data ready (fetch.wait.max.ms=5000): median {:.1} ms", ready_fetch_run(broker.port, "bench-100-1")?);
+    if run("fetch") {
+        println!(
+            "produce-to-consume latency, fetch.wait.max.ms=5000: median {:.2} ms",
+            end_to_end_run(broker.port, "e2e")?
+        );
+    }
     let (cpu, rss) = broker.usage();
     println!("broker cpu {cpu:.1} s, peak rss {rss:.0} MiB");
     Ok(())

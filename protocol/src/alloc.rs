@@ -7,6 +7,8 @@
 //! an anonymous `MAP_NORESERVE` mapping, which the kernel grants without committing
 //! memory; decoding then fails on the missing bytes after touching a page or two, and the
 //! mapping is returned. Memory actually written is committed as usual.
+//!
+//! Every binary that decodes Kafka requests installs it with `#[global_allocator]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -78,6 +80,7 @@ unsafe impl GlobalAlloc for LazyHugeAlloc {
     }
 }
 
+#[cfg(test)]
 #[global_allocator]
 static GLOBAL: LazyHugeAlloc = LazyHugeAlloc;
 
