@@ -196,11 +196,18 @@ pub fn set_log_append_time(head: &mut [u8], records: &[u8], timestamp: i64) {
     head[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Offset delta and timestamp of each record of an uncompressed batch; `None` when the
-/// batch is compressed or its records do not parse.
+/// Offset delta and timestamp of each record of a batch; `None` when its records do not
+/// parse. An uncompressed batch is read in place; a compressed one is decompressed (only
+/// ListOffsets by time needs this).
 pub fn record_timestamps(header: &BatchHeader, batch: &[u8]) -> Option<Vec<(i32, i64)>> {
     if header.compression() != Compression::None {
-        return None;
+        let mut buf = bytes::Bytes::copy_from_slice(batch);
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+        return set
+            .records
+            .iter()
+            .map(|r| Some((i32::try_from(r.offset - header.base_offset).ok()?, r.timestamp)))
+            .collect();
     }
     let mut out = Vec::with_capacity(header.records_count.clamp(0, 1 << 16) as usize);
     let mut buf = batch.get(HEADER_SIZE..)?;
@@ -239,6 +246,10 @@ mod tests {
     };
 
     fn encode(n: i64, base_ts: i64) -> Vec<u8> {
+        encode_with(n, base_ts, Codec::None)
+    }
+
+    fn encode_with(n: i64, base_ts: i64, compression: Codec) -> Vec<u8> {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
@@ -257,8 +268,7 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Codec::None })
-            .unwrap();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
         buf.to_vec()
     }
 
@@ -309,6 +319,16 @@ mod tests {
         let b = encode(3, 0);
         assert!(matches!(split_batches(&b[..b.len() - 1]), Err(BatchError::Truncated { .. })));
         assert!(matches!(split_batches(&b[..30]), Err(BatchError::Truncated { .. })));
+    }
+
+    #[test]
+    fn record_timestamps_of_compressed_batches() {
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let b = encode_with(4, 500, codec);
+            let h = BatchHeader::parse(&b).unwrap();
+            assert_ne!(h.compression(), Compression::None);
+            assert_eq!(record_timestamps(&h, &b).unwrap(), vec![(0, 500), (1, 510), (2, 520), (3, 530)], "{codec:?}");
+        }
     }
 
     #[test]

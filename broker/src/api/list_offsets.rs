@@ -57,8 +57,7 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseE
             let Some(stored) = partition.log.batch_for_timestamp(t).map_err(|e| storage_code(&e))? else {
                 return Ok((-1, -1));
             };
-            // Within an uncompressed batch the exact record is found; a compressed batch
-            // answers with its first offset and its max timestamp.
+            // The exact record inside the batch; should its records not parse, the batch.
             let found = BatchHeader::parse(&stored.bytes)
                 .ok()
                 .and_then(|h| batch::record_timestamps(&h, &stored.bytes))
