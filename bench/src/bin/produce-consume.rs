@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 struct Broker {
     child: Child,
     port: u16,
+    http: u16,
     dir: PathBuf,
 }
 
@@ -42,7 +43,17 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Broker { child, port, dir })
+        Ok(Broker { child, port, http, dir })
+    }
+
+    /// The broker's `/metrics` lines whose names contain `filter`.
+    fn metrics(&self, filter: &str) -> Vec<String> {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else { return vec![] };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines().filter(|l| l.contains(filter) && !l.starts_with('#')).map(str::to_string).collect()
     }
 
     /// CPU seconds (user + system) and peak RSS in MiB, from /proc.
@@ -67,7 +78,9 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("BENCH_KEEP_DATA").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -169,10 +182,12 @@ fn latency_run(port: u16, topic: &str, acks: &str, rate: u64, secs: u64) -> Resu
     let total = rate * secs;
     let start = Instant::now();
     for i in 0..total {
+        // Paced in steps of about 200 µs, sleeping between them, so the client does not
+        // spin on a core the broker needs.
         let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
         while Instant::now() < due {
             p.poll(Duration::ZERO);
-            std::hint::spin_loop();
+            std::thread::sleep(Duration::from_micros(200));
         }
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload[..]).partition(0);
         loop {
@@ -278,6 +293,11 @@ fn main() -> Result<()> {
             "produce-to-consume latency, fetch.wait.max.ms=5000: median {:.2} ms",
             end_to_end_run(broker.port, "e2e")?
         );
+    }
+    if std::env::var_os("BENCH_METRICS").is_some() {
+        for line in broker.metrics("quarry_fsync_seconds").into_iter().chain(broker.metrics("api=\"Produce\"")) {
+            println!("  {line}");
+        }
     }
     let (cpu, rss) = broker.usage();
     println!("broker cpu {cpu:.1} s, peak rss {rss:.0} MiB");
