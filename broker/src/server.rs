@@ -174,6 +174,14 @@ async fn write_responses(
     let mut out = BytesMut::new();
     while let Some(handle) = rx.recv().await {
         match handle.await {
+            // Large responses (fetches) go out as they are; small ones are coalesced.
+            Ok(Some(bytes)) if bytes.len() >= 64 * 1024 => {
+                if !out.is_empty() {
+                    writer.write_all(&out).await?;
+                    out.clear();
+                }
+                writer.write_all(&bytes).await?;
+            }
             Ok(Some(bytes)) => out.extend_from_slice(&bytes),
             Ok(None) => {}
             Err(e) => {

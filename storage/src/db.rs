@@ -69,6 +69,10 @@ pub struct Db {
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     wal_opts: WriteOptions,
     replay_opts: WriteOptions,
+    /// Number of [`Db::flush_memtables`] calls that have started, and the lock that
+    /// serialises them (holding the number of the last one that completed).
+    flushes_started: std::sync::atomic::AtomicU64,
+    flush_lock: std::sync::Mutex<u64>,
 }
 
 impl Db {
@@ -89,11 +93,18 @@ impl Db {
         opts.set_db_write_buffer_size(512 << 20);
         opts.set_max_total_wal_size(1 << 30);
         opts.set_bytes_per_sync(4 << 20);
+        // Written back in the background as it grows, so a group sync has little left to flush.
+        opts.set_wal_bytes_per_sync(1 << 20);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
             o.set_write_buffer_size(128 << 20);
+            o.set_max_write_buffer_number(4);
             if *cf == Cf::PartitionLog {
                 o.set_target_file_size_base(128 << 20);
+                // Producers compress their batches; compressing again costs CPU for little.
+                o.set_compression_type(rocksdb::DBCompressionType::None);
+            } else {
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             }
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
@@ -112,7 +123,15 @@ impl Db {
         let wal_opts = WriteOptions::default();
         let mut replay_opts = WriteOptions::default();
         replay_opts.disable_wal(true);
-        Ok(Arc::new(Db { rocks, syncer: Some(tx), syncer_thread: Some(syncer_thread), wal_opts, replay_opts }))
+        Ok(Arc::new(Db {
+            rocks,
+            syncer: Some(tx),
+            syncer_thread: Some(syncer_thread),
+            wal_opts,
+            replay_opts,
+            flushes_started: Default::default(),
+            flush_lock: Default::default(),
+        }))
     }
 
     /// The raw database, for reads and iterators.
@@ -155,12 +174,23 @@ impl Db {
     }
 
     /// Flushes all memtables to SST files, atomically across column families, so that
-    /// [`Durability::Replayable`] writes survive a crash. Blocking.
+    /// every [`Durability::Replayable`] write made before this call survives a crash.
+    /// Blocking. Callers that arrive while a flush is running share the next one, so many
+    /// raft groups snapshotting at once cause one or two flushes, not one each.
     pub fn flush_memtables(&self) -> Result<(), Error> {
+        let ticket = self.flushes_started.load(Ordering::SeqCst) + 1;
+        let mut completed = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if *completed >= ticket {
+            // A flush that started after this call's writes has completed.
+            return Ok(());
+        }
+        let number = self.flushes_started.fetch_add(1, Ordering::SeqCst) + 1;
         let cfs: Vec<&ColumnFamily> = Cf::ALL.iter().map(|cf| self.cf(*cf)).collect();
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
-        Ok(self.rocks.flush_cfs_opt(&cfs, &fo)?)
+        self.rocks.flush_cfs_opt(&cfs, &fo)?;
+        *completed = number;
+        Ok(())
     }
 }
 

@@ -39,3 +39,6 @@ pub fn key(group: GroupId, n: u64) -> [u8; 16] {
 pub fn key_suffix(k: &[u8]) -> u64 {
     u64::from_be_bytes(k[8..16].try_into().expect("16-byte key"))
 }
+
+#[cfg(test)]
+mod tests;

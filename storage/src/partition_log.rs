@@ -94,8 +94,12 @@ impl PartitionLog {
         }
         let start = self.batch_start(offset)?.unwrap_or(offset);
         let upper = key(self.group, end as u64);
-        let it = self.db.rocks().iterator_cf(
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(upper);
+        opts.set_readahead_size(2 << 20);
+        let it = self.db.rocks().iterator_cf_opt(
             self.db.cf(Cf::PartitionLog),
+            opts,
             IteratorMode::From(&key(self.group, start as u64), Direction::Forward),
         );
         let mut n = 0;

@@ -24,7 +24,9 @@ struct Broker {
 
 impl Broker {
     fn start(bin: &Path) -> Result<Broker> {
-        let dir = std::env::temp_dir().join(format!("quarry-bench-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("quarry-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let port = free_port()?;
         let http = free_port()?;
@@ -265,19 +267,26 @@ fn main() -> Result<()> {
             break;
         }
         for acks in ["1", "all"] {
+            // Each case on a fresh node, so one case's flushes and compactions do not
+            // land in the next one's figures.
+            let fresh = Broker::start(&bin)?;
             let topic = format!("bench-{size}-{acks}");
-            let p = produce_run(broker.port, &topic, acks, size, count)?;
-            let c = consume_run(broker.port, &topic, count)?;
+            let p = produce_run(fresh.port, &topic, acks, size, count)?;
+            let c = consume_run(fresh.port, &topic, count)?;
+            let (cpu, rss) = fresh.usage();
+            drop(fresh);
             let mb = (size * count) as f64 / 1e6;
             println!(
-                "{:<8} {:>6} {:>10} {:>14.0} {:>10.1} {:>14.0} {:>10.1}",
+                "{:<8} {:>6} {:>10} {:>14.0} {:>10.1} {:>14.0} {:>10.1} {:>9.1} {:>8.0}",
                 format!("{size} B"),
                 acks,
                 count,
                 count as f64 / p.as_secs_f64(),
                 mb / p.as_secs_f64(),
                 count as f64 / c.as_secs_f64(),
-                mb / c.as_secs_f64()
+                mb / c.as_secs_f64(),
+                cpu,
+                rss
             );
         }
     }
