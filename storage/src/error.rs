@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// What can go wrong below the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open data directory {path}: {source}")]
+    #[error("cannot open data directory {path}")]
     Open {
         path: PathBuf,
         #[source]
@@ -15,7 +15,7 @@ pub enum Error {
     Rocks(#[from] rocksdb::Error),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("corrupt {what}: {source}")]
+    #[error("corrupt {what}")]
     Corrupt {
         what: &'static str,
         #[source]
