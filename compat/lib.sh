@@ -40,7 +40,7 @@ port_open() {
 }
 
 quarry_start() {
-    local bin="${QUARRY_BIN:-target/release/quarry}"
+    local bin="${QUARRY_BIN:-${CARGO_TARGET_DIR:-target}/release/quarry}"
     case "$bin" in /*) ;; *) bin="$REPO_ROOT/$bin" ;; esac
     [ -x "$bin" ] || die "quarry binary not found at $bin (build it, or set QUARRY_BIN)"
 

@@ -223,6 +223,16 @@ pub fn record_timestamps(header: &BatchHeader, batch: &[u8]) -> Option<Vec<(i32,
     Some(out)
 }
 
+/// Whether any record of the batch has a null key (decompressing if needed); a batch whose
+/// records do not decode counts as keyless.
+pub fn has_keyless_record(batch: &[u8]) -> bool {
+    let mut buf = bytes::Bytes::copy_from_slice(batch);
+    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set.records.iter().any(|r| r.key.is_none()),
+        Err(_) => true,
+    }
+}
+
 /// Reads a zig-zag varint (up to 64 bits).
 fn read_varint(buf: &mut &[u8]) -> Option<i64> {
     let mut value: u64 = 0;

@@ -82,9 +82,14 @@ pub async fn handle(call: &Call, req: FetchRequest) -> FetchResponse {
         })
         .collect();
     for (w, data) in wanted.iter().zip(results) {
-        if let Some(bytes) = data.records.as_ref().map(|r| r.len()).filter(|n| *n > 0) {
-            metrics::counter!("quarry_bytes_out_total", "topic" => topic_keys[w.topic].0.clone())
-                .increment(bytes as u64);
+        if let Some(records) = data.records.as_ref().filter(|r| !r.is_empty()) {
+            let topic = topic_keys[w.topic].0.clone();
+            // Counted from the batch headers; the records themselves are not decoded.
+            let count: i64 = protocol::batch::split_batches(records)
+                .map(|b| b.iter().map(|(h, _)| h.offset_count()).sum())
+                .unwrap_or(0);
+            metrics::counter!("quarry_bytes_out_total", "topic" => topic.clone()).increment(records.len() as u64);
+            metrics::counter!("quarry_records_out_total", "topic" => topic).increment(count as u64);
         }
         responses[w.topic].partitions.push(data);
     }

@@ -61,7 +61,7 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                     return Pending::Failed((ResponseError::UnknownTopicOrPartition, None));
                 };
                 let records = pd.records.unwrap_or_default();
-                let batches = match check_batches(&records, settings.max_message_bytes) {
+                let batches = match check_batches(&records, settings.max_message_bytes, settings.compact) {
                     Ok(b) => b,
                     Err((code, msg)) => {
                         metrics::counter!("quarry_produce_rejected_total", "topic" => name.clone(), "reason" => code.to_string()).increment(1);
@@ -140,10 +140,12 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
 }
 
 /// Splits and checks a partition's records: v2 batches only, whole, CRC intact, each no
-/// larger than the topic's `max.message.bytes`. Nothing is stored unless all pass.
+/// larger than the topic's `max.message.bytes`, keyed on a compacted topic. Nothing is
+/// stored unless all pass.
 fn check_batches(
     records: &Bytes,
     max_message_bytes: i64,
+    compacted: bool,
 ) -> Result<Vec<(batch::BatchHeader, Bytes)>, (ResponseError, String)> {
     if records.is_empty() {
         return Err((ResponseError::InvalidRecord, "no record batch".into()));
@@ -164,6 +166,10 @@ fn check_batches(
         }
         let bytes = records.slice(range);
         batch::validate(&header, &bytes).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+        if compacted && !header.is_control() && batch::has_keyless_record(&bytes) {
+            // Compaction keeps the latest record per key; a record without one cannot be kept.
+            return Err((ResponseError::InvalidRecord, "compacted topics accept only records with a key".into()));
+        }
         out.push((header, bytes));
     }
     Ok(out)

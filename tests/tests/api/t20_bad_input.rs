@@ -110,3 +110,17 @@ async fn metadata_auto_creates_topics_with_default_partitions() {
     assert_eq!(md.topics[0].error_code, ResponseError::InvalidTopicException.code());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topic_refuses_records_without_key() {
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "table", 1, &[("cleanup.policy", "compact")]).await, 0);
+    let keyless = TestRecord { key: None, value: Some(bytes::Bytes::from_static(b"v")), timestamp: 1 };
+    let resp = produce(&mut c, "table", 0, encode_batch(&[TestRecord::new("k", "v", 1), keyless]), -1).await.unwrap();
+    assert_eq!(resp.error_code, ResponseError::InvalidRecord.code());
+    let resp = produce(&mut c, "table", 0, encode_batch(&[TestRecord::new("k", "v", 1)]), -1).await.unwrap();
+    assert_eq!((resp.error_code, resp.base_offset), (0, 0));
+    server.shutdown().await;
+}
