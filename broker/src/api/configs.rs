@@ -191,73 +191,67 @@ fn outcome(resource_type: i8, resource_name: StrBytes, r: Result<(), AdminError>
     }
 }
 
-fn broker_refusal() -> AdminError {
-    (
-        ResponseError::InvalidRequest,
-        "broker configs are read from the config file and cannot be altered at run time".into(),
-    )
+/// Alters one resource: topics take `changes` (already parsed from the request); broker
+/// configs are read-only here.
+async fn alter_resource(
+    node: &Node,
+    resource_type: i8,
+    name: &str,
+    replace: bool,
+    changes: Result<Vec<Change>, AdminError>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    match resource_type {
+        RESOURCE_TOPIC => change_topic(node, name, replace, changes?, validate_only).await,
+        RESOURCE_BROKER => Err((
+            ResponseError::InvalidRequest,
+            "broker configs are read from the config file and cannot be altered at run time".into(),
+        )),
+        other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+    }
 }
 
+/// AlterConfigs: replaces a topic's whole set of configs.
 pub async fn alter(call: &Call, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in req.resources {
-        let result = match r.resource_type {
-            RESOURCE_TOPIC => {
-                let mut changes = Vec::new();
-                let mut bad = None;
-                for c in r.configs {
-                    match c.value {
-                        Some(v) => changes.push(Change::Set(c.name.to_string(), v.to_string())),
-                        None => {
-                            bad = Some((
-                                ResponseError::InvalidConfig,
-                                format!("config {} has a null value", c.name.as_str()),
-                            ))
-                        }
-                    }
-                }
-                match bad {
-                    Some(e) => Err(e),
-                    None => change_topic(&call.node, r.resource_name.as_str(), true, changes, req.validate_only).await,
-                }
-            }
-            RESOURCE_BROKER => Err(broker_refusal()),
-            other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
-        };
+        let changes = r
+            .configs
+            .into_iter()
+            .map(|c| match c.value {
+                Some(v) => Ok(Change::Set(c.name.to_string(), v.to_string())),
+                None => Err((ResponseError::InvalidConfig, format!("config {} has a null value", c.name.as_str()))),
+            })
+            .collect();
+        let result =
+            alter_resource(&call.node, r.resource_type, r.resource_name.as_str(), true, changes, req.validate_only)
+                .await;
         responses.push(outcome(r.resource_type, r.resource_name, result));
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
+/// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single configs.
 pub async fn incremental_alter(call: &Call, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in req.resources {
-        let result = match r.resource_type {
-            RESOURCE_TOPIC => {
-                let mut changes = Vec::new();
-                let mut bad = None;
-                for c in r.configs {
-                    let name = c.name.to_string();
-                    let value = c.value.map(|v| v.to_string());
-                    match (c.config_operation, value) {
-                        (0, Some(v)) => changes.push(Change::Set(name, v)),
-                        (1, _) => changes.push(Change::Delete(name)),
-                        (2, Some(v)) => changes.push(Change::Append(name, v)),
-                        (3, Some(v)) => changes.push(Change::Subtract(name, v)),
-                        (op, _) => {
-                            bad =
-                                Some((ResponseError::InvalidConfig, format!("operation {op} on {name} needs a value")))
-                        }
-                    }
+        let changes = r
+            .configs
+            .into_iter()
+            .map(|c| {
+                let name = c.name.to_string();
+                match (c.config_operation, c.value.map(|v| v.to_string())) {
+                    (0, Some(v)) => Ok(Change::Set(name, v)),
+                    (1, _) => Ok(Change::Delete(name)),
+                    (2, Some(v)) => Ok(Change::Append(name, v)),
+                    (3, Some(v)) => Ok(Change::Subtract(name, v)),
+                    (op, _) => Err((ResponseError::InvalidConfig, format!("operation {op} on {name} needs a value"))),
                 }
-                match bad {
-                    Some(e) => Err(e),
-                    None => change_topic(&call.node, r.resource_name.as_str(), false, changes, req.validate_only).await,
-                }
-            }
-            RESOURCE_BROKER => Err(broker_refusal()),
-            other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
-        };
+            })
+            .collect();
+        let result =
+            alter_resource(&call.node, r.resource_type, r.resource_name.as_str(), false, changes, req.validate_only)
+                .await;
         let resp = outcome(r.resource_type, r.resource_name, result);
         responses.push(
             kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
