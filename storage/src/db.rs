@@ -38,6 +38,8 @@ pub enum Cf {
 
 impl Cf {
     pub const ALL: [Cf; 5] = [Cf::RaftLog, Cf::RaftMeta, Cf::PartitionLog, Cf::TimeIndex, Cf::State];
+    /// The column families state machines write with [`Durability::Replayable`].
+    pub const REPLAYABLE: [Cf; 3] = [Cf::PartitionLog, Cf::TimeIndex, Cf::State];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -173,8 +175,9 @@ impl Db {
         rx.await.unwrap_or_else(|_| Err(std::io::Error::other("wal syncer stopped")))
     }
 
-    /// Flushes all memtables to SST files, atomically across column families, so that
-    /// every [`Durability::Replayable`] write made before this call survives a crash.
+    /// Flushes the state machines' memtables to SST files, atomically across column
+    /// families, so that every [`Durability::Replayable`] write made before this call
+    /// survives a crash.
     /// Blocking. Callers that arrive while a flush is running share the next one, so many
     /// raft groups snapshotting at once cause one or two flushes, not one each.
     pub fn flush_memtables(&self) -> Result<(), Error> {
@@ -185,7 +188,10 @@ impl Db {
             return Ok(());
         }
         let number = self.flushes_started.fetch_add(1, Ordering::SeqCst) + 1;
-        let cfs: Vec<&ColumnFamily> = Cf::ALL.iter().map(|cf| self.cf(*cf)).collect();
+        // Only the state machine's column families: they are the ones written without the
+        // WAL. The raft log stays in its memtable, so entries purged after this snapshot
+        // are dropped there instead of being written to an SST first.
+        let cfs: Vec<&ColumnFamily> = Cf::REPLAYABLE.iter().map(|cf| self.cf(*cf)).collect();
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
         self.rocks.flush_cfs_opt(&cfs, &fo)?;

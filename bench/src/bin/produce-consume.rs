@@ -274,6 +274,11 @@ fn main() -> Result<()> {
             let p = produce_run(fresh.port, &topic, acks, size, count)?;
             let c = consume_run(fresh.port, &topic, count)?;
             let (cpu, rss) = fresh.usage();
+            if std::env::var_os("BENCH_METRICS").is_some() {
+                for line in fresh.metrics("_count") {
+                    eprintln!("  {size} B acks={acks}: {line}");
+                }
+            }
             drop(fresh);
             let mb = (size * count) as f64 / 1e6;
             println!(

@@ -56,7 +56,7 @@ pub fn raft_config() -> openraft::Config {
         election_timeout_max: 3000,
         max_payload_entries: 32,
         // Snapshots only let the raft log be purged; the partition log is the data.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1024),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(256),
         max_in_snapshot_log_to_keep: 16,
         purge_batch_size: 512,
         ..Default::default()
