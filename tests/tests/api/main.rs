@@ -4,3 +4,4 @@ mod t10_produce_fetch;
 mod t20_bad_input;
 mod t30_admin;
 mod t40_restart_retention;
+mod t50_http;
