@@ -226,7 +226,11 @@ fn run_syncer(db: &DB, rx: mpsc::Receiver<SyncCallback>) {
         } else {
             db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")))
         };
-        metrics::histogram!("quarry_fsync_seconds").record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("quarry_fsync_seconds").record(took.as_secs_f64());
+        if took > std::time::Duration::from_millis(20) {
+            tracing::warn!(took_ms = took.as_millis() as u64, callbacks = waiting.len(), "slow wal sync");
+        }
         metrics::counter!("quarry_fsync_callbacks_total").increment(waiting.len() as u64);
         if let Err(e) = &result {
             // After a failed fsync the page cache may no longer match the disk: stop

@@ -35,7 +35,10 @@ impl Broker {
             .arg(&dir)
             .args(["--kafka-listen", &format!("127.0.0.1:{port}"), "--http-listen", &format!("127.0.0.1:{http}")])
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(match std::env::var_os("BENCH_BROKER_LOG") {
+                Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+                None => Stdio::null(),
+            })
             .spawn()
             .context("start quarry")?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -191,6 +194,9 @@ fn latency_run(port: u16, topic: &str, acks: &str, rate: u64, secs: u64) -> Resu
             p.poll(Duration::ZERO);
             std::thread::sleep(Duration::from_micros(200));
         }
+        // Delivery callbacks run inside poll: poll on every send so that a late loop does
+        // not hold back reports of records already acknowledged.
+        p.poll(Duration::ZERO);
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&payload[..]).partition(0);
         loop {
             match p.send::<(), [u8]>(record) {
@@ -309,7 +315,10 @@ fn main() -> Result<()> {
         );
     }
     if std::env::var_os("BENCH_METRICS").is_some() {
-        for line in broker.metrics("quarry_fsync_seconds").into_iter().chain(broker.metrics("api=\"Produce\"")) {
+        let lines = ["quarry_fsync_seconds", "quarry_raft_write_seconds", "api=\"Produce\""]
+            .iter()
+            .flat_map(|f| broker.metrics(f));
+        for line in lines {
             println!("  {line}");
         }
     }

@@ -310,7 +310,13 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
         }
         let batches: Vec<Bytes> = jobs.iter().flat_map(|j| j.batches.iter().cloned()).collect();
         let now_ms = crate::now_ms();
+        let started = std::time::Instant::now();
         let result = raft.client_write(PartitionCmd::Produce { batches, now_ms, log_append_time }).await;
+        let took = started.elapsed();
+        metrics::histogram!("quarry_raft_write_seconds").record(took.as_secs_f64());
+        if took > std::time::Duration::from_millis(20) {
+            tracing::warn!(took_ms = took.as_millis() as u64, bytes = size, jobs = jobs.len(), "slow raft write");
+        }
         match result {
             Ok(resp) => {
                 let PartitionResp::Appended(offsets) = resp.data else {
