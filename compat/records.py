@@ -49,6 +49,33 @@ def run_steps(client, required, optional):
         sys.exit(1)
 
 
+def run_client_checks(client, topic, partitions, rounds, admin, create_topic, produce_round, consume_all,
+                      check_list_offsets, check_tail, check_admin):
+    """The sequence every Python client check runs: create the topic, produce each round
+    and read everything back (stopping on failure), then ListOffsets, the tail (which
+    appends a record, so after ListOffsets) and the admin calls, each on its own."""
+    expected = {p: [] for p in range(partitions)}
+    total = []
+
+    def produce_and_consume():
+        create_topic(admin, topic, partitions)
+        for rnd, (codec, acks) in enumerate(rounds):
+            produce_round(rnd, codec, acks, expected)
+        total.append(consume_all(expected))
+
+    def list_offsets():
+        check_list_offsets(expected)
+
+    def tail():
+        check_tail(expected)
+
+    def admin_apis():
+        check_admin(admin)
+
+    run_steps(client, [produce_and_consume], [list_offsets, tail, admin_apis])
+    print(f"{client}: {total[0]} records ok")
+
+
 def make_record(rnd, partition, i):
     """Returns (key, value, headers, timestamp_ms) for one record."""
     key = f"k-{rnd}-{partition}-{i}".encode()

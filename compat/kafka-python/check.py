@@ -17,7 +17,7 @@ from records import (
     compare,
     first_at_or_after,
     make_record,
-    run_steps,
+    run_client_checks,
     summarize,
     timestamp_probes,
 )
@@ -217,27 +217,9 @@ def check_admin(admin):
 
 def main():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    expected = {p: [] for p in range(PARTITIONS)}
-    total = []
-
-    def produce_and_consume():
-        create_topic(admin, TOPIC, PARTITIONS)
-        for rnd, (codec, acks) in enumerate(ROUNDS):
-            produce_round(rnd, codec, acks, expected)
-        total.append(consume_all(expected))
-
-    def list_offsets():
-        check_list_offsets(expected)
-
-    def tail():
-        check_tail(expected)  # appends a record, so it runs after list_offsets
-
-    def admin_apis():
-        check_admin(admin)
-
-    run_steps(CLIENT, [produce_and_consume], [list_offsets, tail, admin_apis])
+    run_client_checks(CLIENT, TOPIC, PARTITIONS, ROUNDS, admin, create_topic, produce_round, consume_all,
+                      check_list_offsets, check_tail, check_admin)
     admin.close()
-    print(f"{CLIENT}: {total[0]} records ok")
 
 
 if __name__ == "__main__":
