@@ -32,14 +32,3 @@ where
         }
     }
 }
-
-/// Convenience on [`ResponseError`] for raft results.
-pub trait FromRaft {
-    fn from_raft_write<N: openraft::Node>(e: &RaftError<u64, ClientWriteError<u64, N>>) -> ResponseError;
-}
-
-impl FromRaft for ResponseError {
-    fn from_raft_write<N: openraft::Node>(e: &RaftError<u64, ClientWriteError<u64, N>>) -> ResponseError {
-        raft_write_code(e)
-    }
-}

@@ -55,12 +55,10 @@ pub async fn handle(call: &Call, req: CreateTopicsRequest) -> CreateTopicsRespon
             }
             let rf = topic.replication_factor;
             if rf != -1 && rf != 1 {
-                let code = if rf <= 0 {
-                    ResponseError::InvalidReplicationFactor
-                } else {
-                    ResponseError::InvalidReplicationFactor
-                };
-                return Err((code, format!("replication factor {rf} is larger than the 1 available broker")));
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!("replication factor {rf} is invalid: this cluster has 1 broker"),
+                ));
             }
             let mut configs = BTreeMap::new();
             for c in &topic.configs {

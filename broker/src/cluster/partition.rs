@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::machine::{Machine, StateMachine};
 use super::network::LocalNetwork;
 use super::PartitionTypes;
-use crate::error::{FromRaft, ResponseError};
+use crate::error::{raft_write_code, ResponseError};
 
 /// A change to a partition's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,7 +268,7 @@ impl Partition {
                 PartitionResp::LogStart(o) => Ok(o),
                 _ => Err(ResponseError::UnknownServerError),
             },
-            Err(e) => Err(ResponseError::from_raft_write(&e)),
+            Err(e) => Err(raft_write_code(&e)),
         }
     }
 
@@ -332,7 +332,7 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
                 }
             }
             Err(e) => {
-                let code = ResponseError::from_raft_write(&e);
+                let code = raft_write_code(&e);
                 for job in jobs {
                     let _ = job.done.send(Err(code));
                 }
