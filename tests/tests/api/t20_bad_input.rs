@@ -124,3 +124,38 @@ async fn compacted_topic_refuses_records_without_key() {
     assert_eq!((resp.error_code, resp.base_offset), (0, 0));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_v2_is_answered_with_unsupported_version() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseKind, TopicName};
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "t", 1, &[]).await, 0);
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![TopicProduceData::default(
+        )
+        .with_name(TopicName("t".into()))
+        .with_partition_data(vec![PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(encode_batch(&[TestRecord::new("k", "v", 1)])))])]);
+    let header = RequestHeader::default().with_request_api_key(0).with_request_api_version(3).with_correlation_id(77);
+    let v3 = protocol::frame::encode_request(&header, &RequestKind::Produce(req)).unwrap();
+    // v2 is v3 without the transactional id: a null string right after the header (which
+    // is 4 + 2 + 2 + 4 + 2 bytes here, the client id being null).
+    let mut v2 = v3.to_vec();
+    assert_eq!(&v2[14..16], &[0xff, 0xff]);
+    v2.drain(14..16);
+    v2[6..8].copy_from_slice(&2i16.to_be_bytes());
+    let size = (v2.len() - 4) as i32;
+    v2[0..4].copy_from_slice(&size.to_be_bytes());
+    c.send_raw(&v2).await.unwrap();
+    let frame = c.read_frame().await.expect("a response, not a closed connection");
+    let (corr, resp) = protocol::frame::decode_response(frame, ApiKey::Produce, 3).unwrap();
+    assert_eq!(corr, 77);
+    let ResponseKind::Produce(r) = resp else { panic!() };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, ResponseError::UnsupportedVersion.code());
+    assert_eq!(fetch(&mut c, "t", 0, 0, 0, 1).await.high_watermark, 0, "nothing stored");
+    server.shutdown().await;
+}
