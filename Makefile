@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: deps build run test unit compat fuzz bench crash clean
+.PHONY: deps build run test unit compat fuzz bench clean
 
 deps:
 	@scripts/install-deps.sh
@@ -31,7 +31,7 @@ fuzz: deps
 	scripts/fuzz.sh 300
 
 bench: build
-	$(CARGO) run --release -p bench --bin produce-consume
+	cd bench && $(CARGO) run --release --bin produce-consume
 
 clean:
 	$(CARGO) clean
