@@ -145,3 +145,26 @@ async fn acknowledged_records_survive_kill_9() {
     node.child.kill().unwrap();
     node.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_data_is_kept() {
+    init_tracing();
+    let dir = temp_dir();
+    let mut node = spawn_node(dir.path()).await;
+    let mut c = Client::connect(([127, 0, 0, 1], node.port).into()).await;
+    assert_eq!(create_topic(&mut c, "t", 1, &[]).await, 0);
+    let resp = produce(&mut c, "t", 0, encode_batch(&[TestRecord::new("k", "v", broker::now_ms())]), -1).await.unwrap();
+    assert_eq!(resp.error_code, 0);
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || node.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "quarry exits 0 on SIGTERM, got {status}");
+    assert!(c.is_closed(Duration::from_secs(10)).await, "connections are closed");
+
+    let mut node = spawn_node(dir.path()).await;
+    let mut c = Client::connect(([127, 0, 0, 1], node.port).into()).await;
+    let data = fetch(&mut c, "t", 0, 0, 0, 1).await;
+    assert_eq!(data.high_watermark, 1);
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+}
