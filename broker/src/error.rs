@@ -10,7 +10,6 @@ pub use kafka_protocol::ResponseError;
 /// Maps a storage error; exhaustive so that a new variant must pick its code.
 pub fn storage_code(e: &storage::Error) -> ResponseError {
     match e {
-        storage::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         storage::Error::Corrupt { .. } => ResponseError::CorruptMessage,
         storage::Error::Rocks(_) | storage::Error::Io(_) | storage::Error::Open { .. } => {
             ResponseError::KafkaStorageError

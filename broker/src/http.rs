@@ -42,6 +42,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         metrics::gauge!("quarry_high_watermark", &labels).set(o.high_watermark as f64);
         metrics::gauge!("quarry_log_start_offset", &labels).set(o.log_start_offset as f64);
         metrics::gauge!("quarry_log_bytes", &labels).set(o.log_bytes as f64);
+        metrics::gauge!("quarry_fetches_waiting", &labels).set(p.waiting_fetches() as f64);
     }
     ([("content-type", "text/plain; version=0.0.4")], prometheus().render())
 }

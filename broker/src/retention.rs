@@ -46,25 +46,20 @@ pub async fn enforce(node: &Node) {
     }
 }
 
-/// The offset the log should start at under `settings`, if later than now.
+/// The offset the log should start at under `settings`, if later than now: the oldest
+/// batches go while they are past `retention.ms` or the log is over `retention.bytes`.
 fn new_log_start(p: &Partition, settings: &TopicSettings, now_ms: i64) -> Result<Option<i64>, storage::Error> {
     let offsets = p.offsets();
     let mut excess =
         if settings.retention_bytes >= 0 { offsets.log_bytes as i64 - settings.retention_bytes } else { 0 };
     let cutoff = if settings.retention_ms >= 0 { now_ms - settings.retention_ms } else { i64::MIN };
-    let mut start = offsets.log_start_offset;
-    loop {
-        let batches = p.log.batches_from(start, 1024)?;
-        if batches.is_empty() {
-            break;
+    let (start, _) = p.log.skip_while(offsets.log_start_offset, |b| {
+        let expired = b.max_timestamp < cutoff || excess > 0;
+        if expired && b.base_offset < offsets.high_watermark {
+            excess -= b.size as i64;
+            return true;
         }
-        for b in &batches {
-            if b.base_offset >= offsets.high_watermark || (b.max_timestamp >= cutoff && excess <= 0) {
-                return Ok((start > offsets.log_start_offset).then_some(start));
-            }
-            excess -= b.bytes.len() as i64;
-            start = b.last_offset + 1;
-        }
-    }
+        false
+    })?;
     Ok((start > offsets.log_start_offset).then_some(start))
 }

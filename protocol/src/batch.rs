@@ -225,8 +225,8 @@ pub fn record_timestamps(header: &BatchHeader, batch: &[u8]) -> Option<Vec<(i32,
 
 /// Whether any record of the batch has a null key (decompressing if needed); a batch whose
 /// records do not decode counts as keyless.
-pub fn has_keyless_record(batch: &[u8]) -> bool {
-    let mut buf = bytes::Bytes::copy_from_slice(batch);
+pub fn has_keyless_record(batch: &bytes::Bytes) -> bool {
+    let mut buf = batch.clone();
     match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
         Ok(set) => set.records.iter().any(|r| r.key.is_none()),
         Err(_) => true,

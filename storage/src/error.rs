@@ -21,6 +21,4 @@ pub enum Error {
         #[source]
         source: bincode::Error,
     },
-    #[error("offset {offset} outside [{log_start_offset}, {high_watermark})")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
 }

@@ -20,7 +20,7 @@ pub mod state;
 
 pub use db::{Cf, Db, Durability};
 pub use error::Error;
-pub use partition_log::{PartitionLog, StoredBatch};
+pub use partition_log::{BatchInfo, PartitionLog, StoredBatch};
 pub use raft_log::RaftLogStore;
 pub use state::StateStore;
 

@@ -23,6 +23,16 @@ pub struct StoredBatch {
     pub bytes: Bytes,
 }
 
+/// What the log knows of a batch without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Bytes of the batch as stored.
+    pub size: u64,
+}
+
 /// The record batches of one partition.
 #[derive(Clone)]
 pub struct PartitionLog {
@@ -137,6 +147,36 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+
+    /// Walks the batches from `from` in offset order while `pass` accepts them (it sees each
+    /// batch's offsets, max timestamp and size, not its bytes). Returns the offset after the
+    /// last batch passed (`from` if none) and the bytes passed.
+    pub fn skip_while(&self, from: i64, mut pass: impl FnMut(&BatchInfo) -> bool) -> Result<(i64, u64), Error> {
+        let upper = key(self.group + 1, 0);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(upper);
+        let it = self.db.rocks().iterator_cf_opt(
+            self.db.cf(Cf::PartitionLog),
+            opts,
+            IteratorMode::From(&key(self.group, from.max(0) as u64), Direction::Forward),
+        );
+        let (mut end, mut bytes) = (from, 0u64);
+        for item in it {
+            let (k, v) = item?;
+            let info = BatchInfo {
+                base_offset: key_suffix(&k) as i64,
+                last_offset: i64::from_be_bytes(v[0..8].try_into().expect("value prefix")),
+                max_timestamp: i64::from_be_bytes(v[8..16].try_into().expect("value prefix")),
+                size: (v.len() - VALUE_PREFIX) as u64,
+            };
+            if !pass(&info) {
+                break;
+            }
+            end = info.last_offset + 1;
+            bytes += info.size;
+        }
+        Ok((end, bytes))
     }
 
     /// Batches from the one containing `offset` onwards, in offset order, at most `limit`.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
@@ -172,7 +172,6 @@ pub fn decode_records(mut bytes: Bytes) -> Vec<(i64, TestRecord)> {
             out.push((r.offset, TestRecord { key: r.key, value: r.value, timestamp: r.timestamp }));
         }
     }
-    let _ = bytes.remaining();
     out
 }
 

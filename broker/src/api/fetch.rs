@@ -68,6 +68,8 @@ pub async fn handle(call: &Call, req: FetchRequest) -> FetchResponse {
             break results;
         }
         // Wait for any requested partition to change, or the deadline.
+        let _waiting: Vec<_> =
+            wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.fetch_waiting())).collect();
         let changed = select_all(watchers.iter_mut().map(|w| w.changed().boxed()));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             let (results, _, _) = read_all(&wanted, max_bytes);

@@ -3,6 +3,7 @@
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use protocol::batch::{self, BatchHeader};
+use storage::StoredBatch;
 
 use super::Call;
 use crate::cluster::partition::Partition;
@@ -51,19 +52,27 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseE
     match timestamp {
         LATEST => Ok((offsets.high_watermark, -1)),
         EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => Ok((offsets.log_start_offset, -1)),
-        MAX_TIMESTAMP => Ok((offsets.max_timestamp_offset, offsets.max_timestamp)),
-        t if t < 0 => Err(ResponseError::InvalidRequest),
-        t => {
-            let Some(stored) = partition.log.batch_for_timestamp(t).map_err(|e| storage_code(&e))? else {
-                return Ok((-1, -1));
-            };
-            // The exact record inside the batch; should its records not parse, the batch.
-            let found = BatchHeader::parse(&stored.bytes)
-                .ok()
-                .and_then(|h| batch::record_timestamps(&h, &stored.bytes))
-                .and_then(|ts| ts.into_iter().find(|(_, ts)| *ts >= t))
-                .map(|(delta, ts)| (stored.base_offset + delta as i64, ts));
-            Ok(found.unwrap_or((stored.base_offset.max(offsets.log_start_offset), stored.max_timestamp)))
+        MAX_TIMESTAMP if offsets.max_timestamp_batch < offsets.log_start_offset => Ok((-1, -1)),
+        MAX_TIMESTAMP => {
+            let stored =
+                partition.log.batches_from(offsets.max_timestamp_batch, 1).map_err(|e| storage_code(&e))?.pop();
+            Ok(stored.map_or((-1, -1), |b| first_record_at_or_after(&b, offsets.max_timestamp)))
         }
+        t if t < 0 => Err(ResponseError::InvalidRequest),
+        t => match partition.log.batch_for_timestamp(t).map_err(|e| storage_code(&e))? {
+            Some(stored) => Ok(first_record_at_or_after(&stored, t)),
+            None => Ok((-1, -1)),
+        },
     }
+}
+
+/// `(offset, timestamp)` of the first record of `stored` at or after `t`, decompressing if
+/// needed; should its records not parse, the batch's first offset and max timestamp.
+fn first_record_at_or_after(stored: &StoredBatch, t: i64) -> (i64, i64) {
+    BatchHeader::parse(&stored.bytes)
+        .ok()
+        .and_then(|h| batch::record_timestamps(&h, &stored.bytes))
+        .and_then(|ts| ts.into_iter().find(|(_, ts)| *ts >= t))
+        .map(|(delta, ts)| (stored.base_offset + delta as i64, ts))
+        .unwrap_or((stored.base_offset, stored.max_timestamp))
 }

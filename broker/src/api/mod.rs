@@ -55,16 +55,13 @@ pub struct Call {
     pub version: i16,
 }
 
-/// Runs one request; `None` means no response is sent (Produce with acks=0).
+/// Runs one request other than Produce, which the connection hands to
+/// [`produce::submit`] in its read loop to keep per-partition order.
 pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
     let call = &call;
     Some(match body {
         RequestKind::ApiVersions(req) => ResponseKind::ApiVersions(api_versions::handle(call, req)),
         RequestKind::Metadata(req) => ResponseKind::Metadata(metadata::handle(call, req).await),
-        RequestKind::Produce(req) => {
-            let call = Call { node: call.node.clone(), version: call.version };
-            return produce::submit(call, req).await.await.map(ResponseKind::Produce);
-        }
         RequestKind::Fetch(req) => ResponseKind::Fetch(fetch::handle(call, req).await),
         RequestKind::ListOffsets(req) => ResponseKind::ListOffsets(list_offsets::handle(call, req)),
         RequestKind::CreateTopics(req) => ResponseKind::CreateTopics(create_topics::handle(call, req).await),
@@ -79,8 +76,9 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         }
         RequestKind::DescribeCluster(req) => ResponseKind::DescribeCluster(describe_cluster::handle(call, req)),
         other => {
-            // Not reachable: the connection checks `advertised` before dispatching.
-            tracing::error!(request = ?std::mem::discriminant(&other), "request for an api that is not implemented");
+            // Not reachable: Produce goes through `produce::submit`, and the connection
+            // refuses APIs that are not advertised before dispatching.
+            tracing::error!(request = ?std::mem::discriminant(&other), "request not handled here");
             return None;
         }
     })

@@ -47,9 +47,9 @@ pub struct Offsets {
     pub high_watermark: i64,
     /// Kafka leader epoch: the raft term of the leader whose blank entry applied last.
     pub leader_epoch: i32,
-    /// Running maximum of batch max timestamps, and the offset of a record holding it.
+    /// Running maximum of batch max timestamps, and the base offset of the batch holding it.
     pub max_timestamp: i64,
-    pub max_timestamp_offset: i64,
+    pub max_timestamp_batch: i64,
     /// Bytes of stored batches.
     pub log_bytes: u64,
 }
@@ -61,7 +61,7 @@ impl Default for Offsets {
             high_watermark: 0,
             leader_epoch: 0,
             max_timestamp: -1,
-            max_timestamp_offset: -1,
+            max_timestamp_batch: -1,
             log_bytes: 0,
         }
     }
@@ -95,10 +95,10 @@ impl PartitionMachine {
         let last = base + header.offset_count() - 1;
         let raises = max_timestamp > self.offsets.max_timestamp;
         if raises {
+            // The record inside the batch is found when ListOffsets asks, not here: that
+            // would mean decompressing every batch on the produce path.
             self.offsets.max_timestamp = max_timestamp;
-            self.offsets.max_timestamp_offset = batch::record_timestamps(&header, raw)
-                .and_then(|ts| ts.iter().find(|(_, t)| *t == max_timestamp).map(|(d, _)| base + *d as i64))
-                .unwrap_or(last);
+            self.offsets.max_timestamp_batch = base;
         }
         self.log.append(wb, base, last, max_timestamp, &[&head, tail], raises);
         self.offsets.high_watermark = last + 1;
@@ -111,31 +111,16 @@ impl PartitionMachine {
         if target <= self.offsets.log_start_offset {
             return self.offsets.log_start_offset;
         }
-        // The new start must be a batch boundary: the batch that holds `target` stays.
-        let mut new_start = self.offsets.log_start_offset;
-        let mut freed = 0u64;
-        let mut from = self.offsets.log_start_offset;
-        'scan: loop {
-            let batches = match self.log.batches_from(from, 1024) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read partition log for retention");
-                    break;
-                }
-            };
-            if batches.is_empty() {
-                new_start = target;
-                break;
+        // The new start is a batch boundary: the batch that holds `target` stays.
+        let (new_start, freed) = match self.log.skip_while(self.offsets.log_start_offset, |b| b.last_offset < target) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read partition log to move its start");
+                return self.offsets.log_start_offset;
             }
-            for b in &batches {
-                if b.last_offset >= target {
-                    new_start = b.base_offset.max(new_start);
-                    break 'scan;
-                }
-                freed += b.bytes.len() as u64;
-                new_start = b.last_offset + 1;
-            }
-            from = new_start;
+        };
+        if new_start <= self.offsets.log_start_offset {
+            return self.offsets.log_start_offset;
         }
         if let Err(e) = self.log.delete_before(wb, new_start) {
             tracing::error!(error = %e, "cannot delete partition log prefix");
@@ -206,6 +191,16 @@ pub struct Partition {
     pub log: PartitionLog,
     offsets: watch::Receiver<Offsets>,
     produce: mpsc::Sender<ProduceJob>,
+    waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Marks one fetch as parked on a partition until dropped.
+pub struct FetchWaiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for FetchWaiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Most bytes one raft entry carries when the batcher merges produce requests.
@@ -221,8 +216,7 @@ impl Partition {
         index: i32,
     ) -> anyhow::Result<Arc<Partition>> {
         let log = PartitionLog::new(db.clone(), group);
-        let (publish, offsets) =
-            watch::channel(Offsets { max_timestamp: -1, max_timestamp_offset: -1, ..Default::default() });
+        let (publish, offsets) = watch::channel(Offsets::default());
         let machine = PartitionMachine { log: log.clone(), offsets: Offsets::default(), publish };
         let sm = StateMachine::open(db.clone(), StateStore::new(db.clone(), group), machine)?;
         let log_store = RaftLogStore::<PartitionTypes>::new(db.clone(), group);
@@ -232,13 +226,33 @@ impl Partition {
             raft.initialize(members).await?;
         }
         let (tx, rx) = mpsc::channel(1024);
-        let partition = Arc::new(Partition { group, topic, index, raft: raft.clone(), log, offsets, produce: tx });
+        let partition = Arc::new(Partition {
+            group,
+            topic,
+            index,
+            raft: raft.clone(),
+            log,
+            offsets,
+            produce: tx,
+            waiting_fetches: Default::default(),
+        });
         tokio::spawn(run_batcher(raft, rx));
         Ok(partition)
     }
 
     pub fn offsets(&self) -> Offsets {
         *self.offsets.borrow()
+    }
+
+    /// Counts a fetch as waiting for new data on this partition while the guard lives.
+    pub fn fetch_waiting(&self) -> FetchWaiting {
+        self.waiting_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        FetchWaiting(self.waiting_fetches.clone())
+    }
+
+    /// Fetches now waiting (long polls) for new data on this partition.
+    pub fn waiting_fetches(&self) -> usize {
+        self.waiting_fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever the partition's offsets do.
@@ -295,12 +309,26 @@ impl Partition {
 
 /// Merges queued produce jobs into one raft entry per round.
 async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJob>) {
-    while let Some(first) = rx.recv().await {
+    // A job that could not join the previous entry starts the next one.
+    let mut held: Option<ProduceJob> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         let log_append_time = first.log_append_time;
         let mut size: usize = first.batches.iter().map(|b| b.len()).sum();
         let mut jobs = vec![first];
         while size < MAX_ENTRY_BYTES {
             match rx.try_recv() {
+                // One entry carries one timestamp mode (the topic's config changed between).
+                Ok(job) if job.log_append_time != log_append_time => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => {
                     size += job.batches.iter().map(|b| b.len()).sum::<usize>();
                     jobs.push(job);

@@ -53,7 +53,10 @@ async fn fetch_at_high_watermark_waits_for_new_data() {
     // The long poll is parked before the record exists; it must wake up with it rather
     // than return empty at its 60 s deadline.
     let waiter = tokio::spawn(async move { fetch(&mut consumer, "events", 0, 0, 60_000, 1).await });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let partition = server.node.partition("events", 0).unwrap();
+    while partition.waiting_fetches() == 0 {
+        tokio::task::yield_now().await;
+    }
     let resp = produce(&mut producer, "events", 0, encode_batch(&[TestRecord::new("a", "late", 5)]), 1).await.unwrap();
     assert_eq!(resp.error_code, 0);
     let data = waiter.await.unwrap();
