@@ -30,6 +30,8 @@ pub async fn enforce(node: &Node) {
     for p in node.partitions() {
         let Some(topic) = metadata.topics.get(&p.topic) else { continue };
         let settings = node.topic_settings(topic);
+        // segment.bytes may have changed since the partition started.
+        p.log.segments().set_segment_bytes(settings.segment_bytes as u64);
         if !settings.delete || !p.is_leader() {
             continue;
         }

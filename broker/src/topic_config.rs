@@ -163,6 +163,7 @@ pub struct TopicSettings {
     pub log_append_time: bool,
     pub compact: bool,
     pub delete: bool,
+    pub segment_bytes: i64,
 }
 
 impl TopicSettings {
@@ -177,6 +178,7 @@ impl TopicSettings {
             log_append_time: get("message.timestamp.type").trim() == "LogAppendTime",
             compact: policy.split(',').any(|p| p.trim() == "compact"),
             delete: policy.split(',').any(|p| p.trim() == "delete"),
+            segment_bytes: long("segment.bytes", 1 << 30),
         }
     }
 }

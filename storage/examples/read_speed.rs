@@ -2,17 +2,21 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use storage::{Db, Durability, PartitionLog};
+use storage::{Blob, Db, Durability, PartitionLog, RecordsLoc, Segments};
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("read-speed-{}", std::process::id()));
     let db = Db::open(&dir).unwrap();
-    let log = PartitionLog::new(db.clone(), 7);
+    let log = PartitionLog::new(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap());
     let batch = vec![7u8; 1 << 20];
     let t = Instant::now();
     for i in 0..200i64 {
+        let mut blobs = [Blob::from(bytes::Bytes::copy_from_slice(&batch[61..]))];
+        log.segments().append(i as u64 + 1, &mut blobs).unwrap();
+        let loc = blobs[0].loc.unwrap();
+        let records = RecordsLoc { segment: loc.segment, pos: loc.pos, len: loc.len };
         let mut wb = rocksdb::WriteBatch::default();
-        log.append(&mut wb, i * 10_000, i * 10_000 + 9_999, i, &[&batch], true);
+        log.append(&mut wb, i * 10_000, i * 10_000 + 9_999, i, i as u64 + 1, &batch[..61], records, true);
         db.write(wb, Durability::Replayable).unwrap();
     }
     println!("append 200 MiB: {:?}", t.elapsed());

@@ -63,11 +63,18 @@ pub enum Durability {
 
 type SyncCallback = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
 
+/// A callback waiting for the next group sync, and the segment files it needs synced.
+struct SyncJob {
+    files: Vec<Arc<std::fs::File>>,
+    callback: SyncCallback,
+}
+
 /// The node's database.
 pub struct Db {
     rocks: Arc<DB>,
     /// `None` only while dropping.
-    syncer: Option<mpsc::Sender<SyncCallback>>,
+    syncer: Option<mpsc::Sender<SyncJob>>,
+    dir: std::path::PathBuf,
     syncer_thread: Option<std::thread::JoinHandle<()>>,
     wal_opts: WriteOptions,
     replay_opts: WriteOptions,
@@ -117,7 +124,7 @@ impl Db {
             }
         }
 
-        let (tx, rx) = mpsc::channel::<SyncCallback>();
+        let (tx, rx) = mpsc::channel::<SyncJob>();
         let syncer_db = rocks.clone();
         let syncer_thread =
             std::thread::Builder::new().name("wal-syncer".into()).spawn(move || run_syncer(&syncer_db, rx))?;
@@ -128,6 +135,7 @@ impl Db {
         Ok(Arc::new(Db {
             rocks,
             syncer: Some(tx),
+            dir: dir.to_path_buf(),
             syncer_thread: Some(syncer_thread),
             wal_opts,
             replay_opts,
@@ -158,12 +166,27 @@ impl Db {
     /// Queues `callback` for the next group sync; it runs once every WAL write made before
     /// this call is on disk.
     pub fn after_sync(&self, callback: impl FnOnce(Result<(), std::io::Error>) + Send + 'static) {
+        self.after_sync_files(Vec::new(), callback)
+    }
+
+    /// Like [`Db::after_sync`], and the sync also covers everything written to `files`
+    /// before this call (segment files, see [`crate::segments`]).
+    pub fn after_sync_files(
+        &self,
+        files: Vec<Arc<std::fs::File>>,
+        callback: impl FnOnce(Result<(), std::io::Error>) + Send + 'static,
+    ) {
         let Some(syncer) = &self.syncer else {
             return callback(Err(std::io::Error::other("wal syncer stopped")));
         };
-        if let Err(mpsc::SendError(cb)) = syncer.send(Box::new(callback)) {
-            cb(Err(std::io::Error::other("wal syncer stopped")));
+        if let Err(mpsc::SendError(job)) = syncer.send(SyncJob { files, callback: Box::new(callback) }) {
+            (job.callback)(Err(std::io::Error::other("wal syncer stopped")));
         }
+    }
+
+    /// The directory of a group's segment files.
+    pub fn segments_dir(&self, group: crate::GroupId) -> std::path::PathBuf {
+        self.dir.join("segments").join(group.to_string())
     }
 
     /// Waits until every WAL write made before this call is on disk.
@@ -213,18 +236,29 @@ impl Drop for Db {
 
 static SYNCER_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// The syncer loop: take everything queued, one fsync, complete them all.
-fn run_syncer(db: &DB, rx: mpsc::Receiver<SyncCallback>) {
+/// The syncer loop: take everything queued, sync each segment file written to once and
+/// the WAL once, complete them all.
+fn run_syncer(db: &DB, rx: mpsc::Receiver<SyncJob>) {
     while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
+        let mut jobs = vec![first];
         while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
+            jobs.push(more);
         }
+        let mut files: Vec<Arc<std::fs::File>> = jobs.iter_mut().flat_map(|j| j.files.drain(..)).collect();
+        files.sort_by_key(|f| Arc::as_ptr(f) as usize);
+        files.dedup_by_key(|f| Arc::as_ptr(f) as usize);
+        let waiting: Vec<SyncCallback> = jobs.into_iter().map(|j| j.callback).collect();
         let started = Instant::now();
         let result = if SYNCER_FAILED.load(Ordering::Relaxed) {
-            Err(std::io::Error::other("an earlier wal sync failed"))
+            Err(std::io::Error::other("an earlier sync failed"))
         } else {
-            db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")))
+            files
+                .iter()
+                .try_for_each(|f| f.sync_data())
+                .map_err(|e| std::io::Error::other(format!("segment sync failed: {e}")))
+                .and_then(|()| {
+                    db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")))
+                })
         };
         let took = started.elapsed();
         metrics::histogram!("quarry_fsync_seconds").record(took.as_secs_f64());
@@ -236,7 +270,7 @@ fn run_syncer(db: &DB, rx: mpsc::Receiver<SyncCallback>) {
             // After a failed fsync the page cache may no longer match the disk: stop
             // acknowledging anything rather than ack data that may be gone.
             SYNCER_FAILED.store(true, Ordering::Relaxed);
-            tracing::error!(error = %e, "wal fsync failed; the node stops accepting writes");
+            tracing::error!(error = %e, "fsync failed; the node stops accepting writes");
         }
         for cb in waiting {
             cb(match &result {

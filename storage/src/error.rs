@@ -21,4 +21,6 @@ pub enum Error {
         #[source]
         source: bincode::Error,
     },
+    #[error("corrupt value: {0}")]
+    BadValue(String),
 }

@@ -6,6 +6,8 @@
 //!   group's type config and ignorant of what the entries mean.
 //! - [`partition_log`]: a Kafka partition's record batches by base offset, and the sparse
 //!   timestamp index behind ListOffsets by time.
+//! - [`segments`]: the files that hold a partition's produced bytes, written once; the
+//!   raft log and the partition log both point into them.
 //! - [`state`]: small per-group values (state machine metadata) kept beside the data they
 //!   describe so both change in one atomic write.
 //!
@@ -16,12 +18,14 @@ pub mod db;
 pub mod error;
 pub mod partition_log;
 pub mod raft_log;
+pub mod segments;
 pub mod state;
 
 pub use db::{Cf, Db, Durability};
 pub use error::Error;
-pub use partition_log::{BatchInfo, PartitionLog, StoredBatch};
+pub use partition_log::{BatchInfo, PartitionLog, RecordsLoc, StoredBatch};
 pub use raft_log::RaftLogStore;
+pub use segments::{Blob, BlobLoc, HasBlobs, Segments};
 pub use state::StateStore;
 
 /// A raft group id: the controller is 0, every partition has its own.

@@ -1,7 +1,11 @@
 //! A Kafka partition's record batches, keyed by base offset, and its timestamp index.
 //!
-//! A value is `last_offset (i64) ++ max_timestamp (i64) ++ batch`, the batch exactly as
-//! served to consumers. The index in [`Cf::TimeIndex`] holds `(group, max_timestamp,
+//! The batch bytes themselves stay where the raft log wrote them, in the group's segment
+//! files. A value here is `last_offset (i64) ++ max_timestamp (i64) ++ raft index (u64)
+//! ++ header ++ segment (u64) ++ position (u64) ++ length (u32)`: the batch header as
+//! served to consumers (base offset and leader epoch set at apply), then where the rest of
+//! the batch (its records, unchanged) lies. The raft index of the entry that carried the
+//! batch tells the segment files which of them still hold live batches. The index in [`Cf::TimeIndex`] holds `(group, max_timestamp,
 //! base_offset)` for each batch that raised the partition's running maximum timestamp, so
 //! one seek finds the first batch that can hold a record at or after a given time.
 
@@ -10,9 +14,63 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
+use crate::segments::Segments;
 use crate::{key, key_suffix, Cf, Db, Error, GroupId};
 
-const VALUE_PREFIX: usize = 16;
+const VALUE_PREFIX: usize = 24;
+const VALUE_SUFFIX: usize = 20;
+
+/// A stored value, taken apart.
+struct Value<'a> {
+    last_offset: i64,
+    max_timestamp: i64,
+    entry: u64,
+    header: &'a [u8],
+    segment: u64,
+    pos: u64,
+    len: u32,
+}
+
+impl<'a> Value<'a> {
+    fn parse(v: &'a [u8]) -> Result<Value<'a>, Error> {
+        if v.len() < VALUE_PREFIX + VALUE_SUFFIX {
+            return Err(Error::BadValue(format!("partition log value of {} bytes", v.len())));
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+        let tail = v.len() - VALUE_SUFFIX;
+        Ok(Value {
+            last_offset: u64_at(0) as i64,
+            max_timestamp: u64_at(8) as i64,
+            entry: u64_at(16),
+            header: &v[VALUE_PREFIX..tail],
+            segment: u64_at(tail),
+            pos: u64_at(tail + 8),
+            len: u32::from_be_bytes(v[tail + 16..].try_into().expect("4 bytes")),
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.header.len() + self.len as usize
+    }
+
+    fn info(&self, base_offset: i64) -> BatchInfo {
+        BatchInfo {
+            base_offset,
+            last_offset: self.last_offset,
+            max_timestamp: self.max_timestamp,
+            size: self.size() as u64,
+            entry: self.entry,
+        }
+    }
+}
+
+/// Where the records of a batch (everything after its header) lie in the segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordsLoc {
+    pub segment: u64,
+    pub pos: u64,
+    pub len: u32,
+}
 
 /// One stored batch, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +89,8 @@ pub struct BatchInfo {
     pub max_timestamp: i64,
     /// Bytes of the batch as stored.
     pub size: u64,
+    /// Raft index of the entry that carried the batch.
+    pub entry: u64,
 }
 
 /// The record batches of one partition.
@@ -38,6 +98,7 @@ pub struct BatchInfo {
 pub struct PartitionLog {
     db: Arc<Db>,
     group: GroupId,
+    segments: Arc<Segments>,
 }
 
 /// Signed timestamps ordered as unsigned big-endian bytes.
@@ -58,40 +119,55 @@ fn offset_of_ts_key(k: &[u8]) -> i64 {
 }
 
 impl PartitionLog {
-    pub fn new(db: Arc<Db>, group: GroupId) -> Self {
-        PartitionLog { db, group }
+    pub fn new(db: Arc<Db>, group: GroupId, segments: Arc<Segments>) -> Self {
+        PartitionLog { db, group, segments }
     }
 
-    /// Adds a batch, given as consecutive parts, to `wb`. `index` says whether the batch
-    /// raised the running maximum timestamp and so gets an index entry.
+    /// The segment files the batches' records are in.
+    pub fn segments(&self) -> &Arc<Segments> {
+        &self.segments
+    }
+
+    /// Adds a batch to `wb`: its header as served and where its records are. `entry` is
+    /// the raft index of the entry that carried it; `index` says whether the batch raised
+    /// the running maximum timestamp and so gets an index entry.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &self,
         wb: &mut WriteBatch,
         base_offset: i64,
         last_offset: i64,
         max_timestamp: i64,
-        parts: &[&[u8]],
+        entry: u64,
+        header: &[u8],
+        records: RecordsLoc,
         index: bool,
     ) {
-        let mut value = Vec::with_capacity(VALUE_PREFIX + parts.iter().map(|p| p.len()).sum::<usize>());
+        let mut value = Vec::with_capacity(VALUE_PREFIX + header.len() + VALUE_SUFFIX);
         value.extend_from_slice(&last_offset.to_be_bytes());
         value.extend_from_slice(&max_timestamp.to_be_bytes());
-        for part in parts {
-            value.extend_from_slice(part);
-        }
+        value.extend_from_slice(&entry.to_be_bytes());
+        value.extend_from_slice(header);
+        value.extend_from_slice(&records.segment.to_be_bytes());
+        value.extend_from_slice(&records.pos.to_be_bytes());
+        value.extend_from_slice(&records.len.to_be_bytes());
         wb.put_cf(self.db.cf(Cf::PartitionLog), key(self.group, base_offset as u64), value);
         if index {
             wb.put_cf(self.db.cf(Cf::TimeIndex), ts_key(self.group, max_timestamp, base_offset), []);
         }
     }
 
-    fn decode(&self, k: &[u8], v: &[u8]) -> StoredBatch {
-        StoredBatch {
+    fn decode(&self, k: &[u8], v: &[u8]) -> Result<StoredBatch, Error> {
+        let value = Value::parse(v)?;
+        let mut bytes = BytesMut::with_capacity(value.size());
+        bytes.put_slice(value.header);
+        self.segments.read_into(value.segment, value.pos, value.len, &mut bytes)?;
+        Ok(StoredBatch {
             base_offset: key_suffix(k) as i64,
-            last_offset: i64::from_be_bytes(v[0..8].try_into().expect("value prefix")),
-            max_timestamp: i64::from_be_bytes(v[8..16].try_into().expect("value prefix")),
-            bytes: Bytes::copy_from_slice(&v[VALUE_PREFIX..]),
-        }
+            last_offset: value.last_offset,
+            max_timestamp: value.max_timestamp,
+            bytes: bytes.freeze(),
+        })
     }
 
     /// Appends to `out` the batches that hold offsets from `offset` up to (not including)
@@ -119,11 +195,13 @@ impl PartitionLog {
             if k.as_ref() >= upper.as_slice() {
                 break;
             }
-            let batch = &v[VALUE_PREFIX..];
-            if n > 0 && out.len() - budget_start + batch.len() > max_bytes {
+            let value = Value::parse(&v)?;
+            if n > 0 && out.len() - budget_start + value.size() > max_bytes {
                 break;
             }
-            out.put_slice(batch);
+            out.reserve(value.size());
+            out.put_slice(value.header);
+            self.segments.read_into(value.segment, value.pos, value.len, out)?;
             n += 1;
             if out.len() - budget_start >= max_bytes {
                 break;
@@ -140,8 +218,7 @@ impl PartitionLog {
         if let Some(item) = it.next() {
             let (k, v) = item?;
             if k[..8] == self.group.to_be_bytes() {
-                let last_offset = i64::from_be_bytes(v[0..8].try_into().expect("value prefix"));
-                if last_offset >= offset {
+                if Value::parse(&v)?.last_offset >= offset {
                     return Ok(Some(key_suffix(&k) as i64));
                 }
             }
@@ -164,12 +241,7 @@ impl PartitionLog {
         let (mut end, mut bytes) = (from, 0u64);
         for item in it {
             let (k, v) = item?;
-            let info = BatchInfo {
-                base_offset: key_suffix(&k) as i64,
-                last_offset: i64::from_be_bytes(v[0..8].try_into().expect("value prefix")),
-                max_timestamp: i64::from_be_bytes(v[8..16].try_into().expect("value prefix")),
-                size: (v.len() - VALUE_PREFIX) as u64,
-            };
+            let info = Value::parse(&v)?.info(key_suffix(&k) as i64);
             if !pass(&info) {
                 break;
             }
@@ -177,6 +249,22 @@ impl PartitionLog {
             bytes += info.size;
         }
         Ok((end, bytes))
+    }
+
+    /// What the log knows of the batch at `base_offset`, if one starts there.
+    pub fn info_at(&self, base_offset: i64) -> Result<Option<BatchInfo>, Error> {
+        let v = self.db.rocks().get_pinned_cf(self.db.cf(Cf::PartitionLog), key(self.group, base_offset as u64))?;
+        v.map(|v| Value::parse(&v).map(|value| value.info(base_offset))).transpose()
+    }
+
+    /// The first batch, if any.
+    pub fn first_info(&self) -> Result<Option<BatchInfo>, Error> {
+        let mut first = None;
+        self.skip_while(0, |b| {
+            first = Some(*b);
+            false
+        })?;
+        Ok(first)
     }
 
     /// Batches from the one containing `offset` onwards, in offset order, at most `limit`.
@@ -193,7 +281,7 @@ impl PartitionLog {
             if k.as_ref() >= upper.as_slice() || out.len() >= limit {
                 break;
             }
-            out.push(self.decode(&k, &v));
+            out.push(self.decode(&k, &v)?);
         }
         Ok(out)
     }

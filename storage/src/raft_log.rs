@@ -18,6 +18,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::segments::{Blob, HasBlobs, Segments};
 use crate::{key, Cf, Db, Durability, GroupId};
 
 const META_VOTE: u64 = 1;
@@ -28,12 +29,24 @@ const META_LAST_PURGED: u64 = 3;
 pub struct RaftLogStore<C: RaftTypeConfig> {
     db: Arc<Db>,
     group: GroupId,
+    segments: Option<Arc<Segments>>,
     _config: PhantomData<C>,
 }
 
 impl<C: RaftTypeConfig> Clone for RaftLogStore<C> {
     fn clone(&self) -> Self {
-        RaftLogStore { db: self.db.clone(), group: self.group, _config: PhantomData }
+        RaftLogStore { db: self.db.clone(), group: self.group, segments: self.segments.clone(), _config: PhantomData }
+    }
+}
+
+fn blobs_of<C>(entry: &mut openraft::Entry<C>) -> &mut [Blob]
+where
+    C: RaftTypeConfig,
+    C::D: HasBlobs,
+{
+    match &mut entry.payload {
+        openraft::EntryPayload::Normal(d) => d.blobs_mut(),
+        _ => &mut [],
     }
 }
 
@@ -47,19 +60,71 @@ fn io_err<C: RaftTypeConfig>(
 
 impl<C> RaftLogStore<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = openraft::Entry<C>>,
     C::Entry: Serialize + DeserializeOwned,
+    C::D: HasBlobs,
 {
+    /// A store that keeps whole entries in RocksDB.
     pub fn new(db: Arc<Db>, group: GroupId) -> Self {
-        RaftLogStore { db, group, _config: PhantomData }
+        RaftLogStore { db, group, segments: None, _config: PhantomData }
     }
 
-    /// Deletes everything this group stored: entries and meta.
+    /// A store that writes entries' blobs to `segments`. Entries past the committed one
+    /// whose blobs did not all reach the disk (a crash of the machine between write and
+    /// sync) are dropped here, with everything after them: they were never acknowledged.
+    pub fn with_segments(db: Arc<Db>, group: GroupId, segments: Arc<Segments>) -> Result<Self, crate::Error> {
+        let store = RaftLogStore { db, group, segments: Some(segments.clone()), _config: PhantomData };
+        let committed: Option<LogId<C::NodeId>> = store.get_meta::<Option<_>>(META_COMMITTED).ok().flatten().flatten();
+        let from = committed.map(|l: LogId<C::NodeId>| l.index + 1).unwrap_or(0);
+        let it = store
+            .db
+            .rocks()
+            .iterator_cf(store.db.cf(Cf::RaftLog), IteratorMode::From(&key(group, from), Direction::Forward));
+        let mut torn = None;
+        for item in it {
+            let (k, v) = item?;
+            if k[..8] != group.to_be_bytes() {
+                break;
+            }
+            let whole = bincode::deserialize::<C::Entry>(&v).ok().is_some_and(|mut entry| {
+                blobs_of(&mut entry).iter().all(|b| b.loc.map_or(true, |loc| segments.verify(&loc)))
+            });
+            if !whole {
+                torn = Some(crate::key_suffix(&k));
+                break;
+            }
+        }
+        if let Some(index) = torn {
+            tracing::warn!(group, index, "dropping raft entries whose data did not reach the disk");
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(store.db.cf(Cf::RaftLog), key(group, index), key(group + 1, 0));
+            store.db.write(batch, Durability::Wal)?;
+        }
+        Ok(store)
+    }
+
+    /// Deletes the entries and meta this group stored (not its segment files).
     pub fn destroy(&self) -> Result<(), crate::Error> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.db.cf(Cf::RaftLog), key(self.group, 0), key(self.group + 1, 0));
         batch.delete_range_cf(self.db.cf(Cf::RaftMeta), key(self.group, 0), key(self.group + 1, 0));
         self.db.write(batch, Durability::Wal)
+    }
+
+    /// Decodes a stored entry, reading its blobs back from the segment files.
+    fn decode_entry(&self, v: &[u8]) -> Result<C::Entry, StorageError<C::NodeId>> {
+        let mut entry: C::Entry =
+            bincode::deserialize(v).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        if let Some(segments) = &self.segments {
+            for blob in blobs_of(&mut entry) {
+                if let Some(loc) = blob.loc {
+                    blob.bytes = segments
+                        .read(loc.segment, loc.pos, loc.len)
+                        .map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                }
+            }
+        }
+        Ok(entry)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, tag: u64) -> Result<Option<T>, StorageError<C::NodeId>> {
@@ -104,8 +169,9 @@ where
 
 impl<C> RaftLogReader<C> for RaftLogStore<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = openraft::Entry<C>>,
     C::Entry: Serialize + DeserializeOwned,
+    C::D: HasBlobs,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -135,7 +201,7 @@ where
             if k.as_ref() >= upper.as_slice() {
                 break;
             }
-            out.push(bincode::deserialize(&v).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?);
+            out.push(self.decode_entry(&v)?);
         }
         Ok(out)
     }
@@ -143,8 +209,9 @@ where
 
 impl<C> RaftLogStorage<C> for RaftLogStore<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = openraft::Entry<C>>,
     C::Entry: Serialize + DeserializeOwned,
+    C::D: HasBlobs,
 {
     type LogReader = Self;
 
@@ -185,14 +252,27 @@ where
     {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(Cf::RaftLog);
-        for entry in entries {
+        let mut files: Vec<Arc<std::fs::File>> = Vec::new();
+        for mut entry in entries {
             let index = entry.get_log_id().index;
+            if let Some(segments) = &self.segments {
+                let blobs = blobs_of(&mut entry);
+                if !blobs.is_empty() {
+                    let file = segments
+                        .append(index, blobs)
+                        .map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+                    if !files.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+                        files.push(file);
+                    }
+                }
+            }
             let bytes = bincode::serialize(&entry).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             batch.put_cf(cf, key(self.group, index), bytes);
         }
         self.db.write(batch, Durability::Wal).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // Readable now; acknowledged to raft only once the group sync has it on disk.
-        self.db.after_sync(move |r| callback.log_io_completed(r));
+        // Readable now; acknowledged to raft only once the group sync has the segment
+        // files and the WAL on disk.
+        self.db.after_sync_files(files, move |r| callback.log_io_completed(r));
         Ok(())
     }
 
@@ -210,6 +290,15 @@ where
         let mut batch = WriteBatch::default();
         batch.put_cf(self.db.cf(Cf::RaftMeta), key(self.group, META_LAST_PURGED), bytes);
         batch.delete_range_cf(self.db.cf(Cf::RaftLog), key(self.group, 0), key(self.group, log_id.index + 1));
-        self.db.write(batch, Durability::Wal).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        self.db.write(batch, Durability::Wal).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        if let Some(segments) = &self.segments {
+            // Entries that point into a deleted file must not come back after a crash.
+            self.db.sync().await.map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            // A file that outlives its use only costs space: log and carry on.
+            if let Err(e) = segments.release(log_id.index) {
+                tracing::warn!(group = self.group, error = %e, "cannot delete segment files");
+            }
+        }
+        Ok(())
     }
 }

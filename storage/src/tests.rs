@@ -7,11 +7,40 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
 use rocksdb::WriteBatch;
 
-use crate::{Db, Durability, PartitionLog, RaftLogStore};
+use crate::{Blob, Db, Durability, HasBlobs, PartitionLog, RaftLogStore, RecordsLoc, Segments};
 
 openraft::declare_raft_types!(
     TestTypes: D = u64, R = u64, NodeId = u64, Node = BasicNode, Entry = Entry<TestTypes>, SnapshotData = Cursor<Vec<u8>>
 );
+
+impl HasBlobs for u64 {}
+
+/// A command that carries bytes, as a produce does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Payload(Vec<Blob>);
+
+impl HasBlobs for Payload {
+    fn blobs_mut(&mut self) -> &mut [Blob] {
+        &mut self.0
+    }
+}
+
+openraft::declare_raft_types!(
+    BlobTypes: D = Payload, R = u64, NodeId = u64, Node = BasicNode, Entry = Entry<BlobTypes>,
+        SnapshotData = Cursor<Vec<u8>>
+);
+
+fn blob_entry(index: u64, parts: &[&[u8]]) -> Entry<BlobTypes> {
+    let blobs = parts.iter().map(|p| Blob::from(bytes::Bytes::copy_from_slice(p))).collect();
+    Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(Payload(blobs)) }
+}
+
+fn payload_of(entry: &Entry<BlobTypes>) -> Vec<Vec<u8>> {
+    match &entry.payload {
+        EntryPayload::Normal(p) => p.0.iter().map(|b| b.bytes.to_vec()).collect(),
+        _ => vec![],
+    }
+}
 
 fn entry(term: u64, index: u64, value: u64) -> Entry<TestTypes> {
     Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Normal(value) }
@@ -50,18 +79,29 @@ async fn raft_log_survives_reopen_and_groups_stay_apart() {
     assert_eq!(b.read_vote().await.unwrap(), None);
 }
 
+/// Stores `body` as a batch whose first two bytes are its header: the rest goes to a
+/// segment file, as the raft log store would write it, from an entry at `base + 1`.
 fn put(db: &Db, log: &PartitionLog, base: i64, last: i64, max_ts: i64, body: &[u8], index: bool) {
+    let entry = base as u64 + 1;
+    let mut blobs = [Blob::from(bytes::Bytes::copy_from_slice(&body[2..]))];
+    log.segments().append(entry, &mut blobs).unwrap();
+    let loc = blobs[0].loc.unwrap();
+    let records = RecordsLoc { segment: loc.segment, pos: loc.pos, len: loc.len };
     let mut wb = WriteBatch::default();
-    log.append(&mut wb, base, last, max_ts, &[body], index);
+    log.append(&mut wb, base, last, max_ts, entry, &body[..2], records, index);
     db.write(wb, Durability::Replayable).unwrap();
+}
+
+fn partition_log(db: &std::sync::Arc<Db>, group: u64) -> PartitionLog {
+    PartitionLog::new(db.clone(), group, Segments::open(db.segments_dir(group)).unwrap())
 }
 
 #[test]
 fn partition_log_reads_from_the_batch_holding_an_offset() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let log = PartitionLog::new(db.clone(), 5);
-    let other = PartitionLog::new(db.clone(), 6);
+    let log = partition_log(&db, 5);
+    let other = partition_log(&db, 6);
     put(&db, &log, 0, 9, 100, b"aaaa", true);
     put(&db, &log, 10, 19, 200, b"bbbb", true);
     put(&db, &log, 20, 29, 150, b"cccc", false);
@@ -99,12 +139,89 @@ fn flushes_make_replayable_writes_durable() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Db::open(dir.path()).unwrap();
-        let log = PartitionLog::new(db.clone(), 1);
+        let log = partition_log(&db, 1);
         put(&db, &log, 0, 0, 1, b"kept", true);
         db.flush_memtables().unwrap();
         db.flush_memtables().unwrap();
     }
     let db = Db::open(dir.path()).unwrap();
-    let log = PartitionLog::new(db.clone(), 1);
+    let log = partition_log(&db, 1);
     assert_eq!(log.batches_from(0, 10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn blobs_live_in_segment_files_and_come_back_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path()).unwrap();
+        let segments = Segments::open(db.segments_dir(7)).unwrap();
+        let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, segments).unwrap();
+        store.blocking_append(vec![blob_entry(1, &[b"one", b"two"]), blob_entry(2, &[b"three"])]).await.unwrap();
+        store.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 2))).await.unwrap();
+    }
+    // The bytes are in the segment file, not in RocksDB.
+    let file = std::fs::read(dir.path().join("segments/7").join(format!("{:020}.log", 1))).unwrap();
+    assert_eq!(file, b"onetwothree");
+    let db = Db::open(dir.path()).unwrap();
+    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
+        .unwrap();
+    let got = store.try_get_log_entries(1..3).await.unwrap();
+    assert_eq!(payload_of(&got[0]), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(payload_of(&got[1]), vec![b"three".to_vec()]);
+}
+
+#[tokio::test]
+async fn entries_whose_bytes_were_lost_are_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path()).unwrap();
+        let mut store =
+            RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
+                .unwrap();
+        let entries: Vec<_> = (1..=4).map(|i| blob_entry(i, &[b"0123456789"])).collect();
+        store.blocking_append(entries).await.unwrap();
+        store.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 2))).await.unwrap();
+    }
+    // A machine crash kept the WAL but not the tail of the file: entry 3 is cut short.
+    let path = dir.path().join("segments/7").join(format!("{:020}.log", 1));
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(25).unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
+        .unwrap();
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(2), "entries 3 and 4 are gone");
+    assert_eq!(store.try_get_log_entries(1..10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn segment_files_go_once_nothing_refers_into_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let segments = Segments::open(db.segments_dir(3)).unwrap();
+    segments.set_segment_bytes(20);
+    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 3, segments.clone()).unwrap();
+    // 10 entries of 10 bytes: a new file every two entries (1, 3, 5, 7, 9).
+    for i in 1..=10 {
+        store.blocking_append(vec![blob_entry(i, &[b"0123456789"])]).await.unwrap();
+    }
+    assert_eq!(segments.usage(), (5, 100));
+    segments.init_data_floor(1);
+    let purge = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+    // Raft purged up to 6, but the data floor keeps everything from entry 1.
+    store.purge(purge(6)).await.unwrap();
+    assert_eq!(segments.usage().0, 5);
+    // The log start moved to the batch of entry 6 (applied at index 10): files 1 and 3 go
+    // once raft has purged past that apply, file 5 stays since entry 6 is in it.
+    segments.raise_data_floor(10, 6);
+    store.purge(purge(8)).await.unwrap();
+    assert_eq!(segments.usage().0, 5, "the raise applied at 10 waits for a purge past 10");
+    store.blocking_append(vec![blob_entry(11, &[b"x"])]).await.unwrap();
+    store.purge(purge(10)).await.unwrap();
+    assert_eq!(segments.usage().0, 4);
+    let mut names: Vec<String> = std::fs::read_dir(db.segments_dir(3))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names[0], format!("{:020}.log", 5));
 }

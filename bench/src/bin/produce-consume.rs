@@ -273,6 +273,12 @@ fn main() -> Result<()> {
             break;
         }
         for acks in ["1", "all"] {
+            // BENCH_CASE="1024 all" runs one case only (for profiling).
+            if let Ok(only) = std::env::var("BENCH_CASE") {
+                if only != format!("{size} {acks}") {
+                    continue;
+                }
+            }
             // Each case on a fresh node, so one case's flushes and compactions do not
             // land in the next one's figures.
             let fresh = Broker::start(&bin)?;

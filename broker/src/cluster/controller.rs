@@ -56,6 +56,8 @@ pub enum ControllerRefusal {
     InvalidPartitions,
 }
 
+impl storage::HasBlobs for ControllerCmd {}
+
 /// The result of a [`ControllerCmd`].
 pub type ControllerResp = Result<(), ControllerRefusal>;
 

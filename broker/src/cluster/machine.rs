@@ -78,6 +78,11 @@ impl<M: Machine> StateMachine<M> {
         Ok(StateMachine { db, store, machine, applied: applied.log_id, membership: applied.membership })
     }
 
+    /// Raft index of the last entry applied, as stored.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.applied.map(|l| l.index)
+    }
+
     fn save_applied(&self, wb: &mut WriteBatch) -> Result<(), StorageError<u64>> {
         let applied =
             Applied { log_id: self.applied, membership: self.membership.clone(), state: self.machine.state().clone() };

@@ -130,6 +130,11 @@ impl Node {
             let p = Partition::start(self.db.clone(), self.config.node_id, group, topic, index).await?;
             self.partitions.write().expect("partition map lock").insert(group, p);
         }
+        for p in self.partitions() {
+            if let Some(topic) = metadata.topics.get(&p.topic) {
+                p.log.segments().set_segment_bytes(self.topic_settings(topic).segment_bytes as u64);
+            }
+        }
         Ok(())
     }
 
@@ -185,9 +190,12 @@ impl Node {
 
 /// Deletes everything stored for a partition group.
 fn destroy_group(db: &Arc<Db>, group: GroupId) -> Result<(), storage::Error> {
+    let segments = storage::Segments::open(db.segments_dir(group))?;
     let mut wb = rocksdb::WriteBatch::default();
-    PartitionLog::new(db.clone(), group).destroy(&mut wb);
+    PartitionLog::new(db.clone(), group, segments.clone()).destroy(&mut wb);
     StateStore::new(db.clone(), group).delete_all(&mut wb);
     db.write(wb, storage::Durability::Wal)?;
-    RaftLogStore::<PartitionTypes>::new(db.clone(), group).destroy()
+    RaftLogStore::<PartitionTypes>::new(db.clone(), group).destroy()?;
+    // Last: until the index entries are gone, readers may still look into the files.
+    Ok(segments.destroy()?)
 }

@@ -12,7 +12,7 @@ use openraft::{BasicNode, LogId, Raft};
 use protocol::batch::{self, BatchHeader};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
-use storage::{Db, GroupId, PartitionLog, RaftLogStore, StateStore};
+use storage::{Blob, Db, GroupId, HasBlobs, PartitionLog, RaftLogStore, RecordsLoc, Segments, StateStore};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{Machine, StateMachine};
@@ -24,10 +24,19 @@ use crate::error::{raft_write_code, ResponseError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PartitionCmd {
     /// Append batches, validated by the leader. `now_ms` is the leader's clock, used as the
-    /// append time.
-    Produce { batches: Vec<Bytes>, now_ms: i64, log_append_time: bool },
+    /// append time. The batches' bytes live in the group's segment files.
+    Produce { batches: Vec<Blob>, now_ms: i64, log_append_time: bool },
     /// Move the log start offset forward (retention, DeleteRecords).
     AdvanceLogStart { offset: i64 },
+}
+
+impl HasBlobs for PartitionCmd {
+    fn blobs_mut(&mut self) -> &mut [Blob] {
+        match self {
+            PartitionCmd::Produce { batches, .. } => batches,
+            PartitionCmd::AdvanceLogStart { .. } => &mut [],
+        }
+    }
 }
 
 /// What applying a [`PartitionCmd`] returned.
@@ -75,9 +84,12 @@ pub struct PartitionMachine {
 }
 
 impl PartitionMachine {
-    fn append(&mut self, wb: &mut WriteBatch, raw: &[u8], now_ms: i64, log_append_time: bool) -> Option<i64> {
+    fn append(&mut self, wb: &mut WriteBatch, entry: u64, blob: &Blob, now_ms: i64, log_append_time: bool) -> Option<i64> {
+        let raw = &blob.bytes;
         let header = BatchHeader::parse(raw).ok()?;
-        if header.size() != raw.len() {
+        // Every entry read back for apply has its bytes and where they lie.
+        let loc = blob.loc?;
+        if header.size() != raw.len() || loc.len as usize != raw.len() {
             return None;
         }
         let base = self.offsets.high_watermark;
@@ -100,13 +112,15 @@ impl PartitionMachine {
             self.offsets.max_timestamp = max_timestamp;
             self.offsets.max_timestamp_batch = base;
         }
-        self.log.append(wb, base, last, max_timestamp, &[&head, tail], raises);
+        let records =
+            RecordsLoc { segment: loc.segment, pos: loc.pos + batch::HEADER_SIZE as u64, len: tail.len() as u32 };
+        self.log.append(wb, base, last, max_timestamp, entry, &head, records, raises);
         self.offsets.high_watermark = last + 1;
         self.offsets.log_bytes += raw.len() as u64;
         Some(base)
     }
 
-    fn advance_log_start(&mut self, wb: &mut WriteBatch, offset: i64) -> i64 {
+    fn advance_log_start(&mut self, wb: &mut WriteBatch, applied: u64, offset: i64) -> i64 {
         let target = offset.min(self.offsets.high_watermark);
         if target <= self.offsets.log_start_offset {
             return self.offsets.log_start_offset;
@@ -128,6 +142,13 @@ impl PartitionMachine {
         }
         self.offsets.log_start_offset = new_start;
         self.offsets.log_bytes = self.offsets.log_bytes.saturating_sub(freed);
+        // Segment files below the entry of the first remaining batch hold no live batch;
+        // with none left, any later batch comes in an entry after this one.
+        let floor = match self.log.info_at(new_start) {
+            Ok(Some(b)) => b.entry,
+            _ => applied,
+        };
+        self.log.segments().raise_data_floor(applied, floor);
         new_start
     }
 }
@@ -136,12 +157,14 @@ impl Machine for PartitionMachine {
     type C = PartitionTypes;
     type State = Offsets;
 
-    fn apply(&mut self, wb: &mut WriteBatch, _log_id: &LogId<u64>, cmd: PartitionCmd) -> PartitionResp {
+    fn apply(&mut self, wb: &mut WriteBatch, log_id: &LogId<u64>, cmd: PartitionCmd) -> PartitionResp {
         match cmd {
-            PartitionCmd::Produce { batches, now_ms, log_append_time } => {
-                PartitionResp::Appended(batches.iter().map(|b| self.append(wb, b, now_ms, log_append_time)).collect())
+            PartitionCmd::Produce { batches, now_ms, log_append_time } => PartitionResp::Appended(
+                batches.iter().map(|b| self.append(wb, log_id.index, b, now_ms, log_append_time)).collect(),
+            ),
+            PartitionCmd::AdvanceLogStart { offset } => {
+                PartitionResp::LogStart(self.advance_log_start(wb, log_id.index, offset))
             }
-            PartitionCmd::AdvanceLogStart { offset } => PartitionResp::LogStart(self.advance_log_start(wb, offset)),
         }
     }
 
@@ -215,11 +238,19 @@ impl Partition {
         topic: String,
         index: i32,
     ) -> anyhow::Result<Arc<Partition>> {
-        let log = PartitionLog::new(db.clone(), group);
+        let segments = Segments::open(db.segments_dir(group))?;
+        let log = PartitionLog::new(db.clone(), group, segments.clone());
         let (publish, offsets) = watch::channel(Offsets::default());
         let machine = PartitionMachine { log: log.clone(), offsets: Offsets::default(), publish };
         let sm = StateMachine::open(db.clone(), StateStore::new(db.clone(), group), machine)?;
-        let log_store = RaftLogStore::<PartitionTypes>::new(db.clone(), group);
+        // Nothing is applied yet, so what is stored is what was flushed: files below the
+        // first batch, or below the next entry to apply, hold nothing live.
+        let floor = match log.first_info()? {
+            Some(b) => b.entry,
+            None => sm.applied_index().map_or(0, |i| i + 1),
+        };
+        segments.init_data_floor(floor);
+        let log_store = RaftLogStore::<PartitionTypes>::with_segments(db.clone(), group, segments)?;
         let raft = Raft::new(node_id, Arc::new(super::raft_config()), LocalNetwork, log_store, sm).await?;
         if !raft.is_initialized().await? {
             let members = std::collections::BTreeMap::from([(node_id, BasicNode::default())]);
@@ -336,7 +367,7 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
                 Err(_) => break,
             }
         }
-        let batches: Vec<Bytes> = jobs.iter().flat_map(|j| j.batches.iter().cloned()).collect();
+        let batches: Vec<Blob> = jobs.iter().flat_map(|j| j.batches.iter().cloned().map(Blob::from)).collect();
         let now_ms = crate::now_ms();
         let started = std::time::Instant::now();
         let result = raft.client_write(PartitionCmd::Produce { batches, now_ms, log_append_time }).await;
