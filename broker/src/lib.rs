@@ -83,5 +83,15 @@ impl Server {
         if Arc::strong_count(&self.node) > 1 {
             tracing::warn!("requests still hold the node after shutdown");
         }
+        // Raft's tasks end a moment after their groups shut down; the database closes (and
+        // releases its lock) when the last of them lets go.
+        let db = Arc::downgrade(&self.node.db);
+        drop(self.node);
+        while db.strong_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if db.strong_count() > 0 {
+            tracing::warn!("the database is still open after shutdown");
+        }
     }
 }
