@@ -252,13 +252,17 @@ fn run_syncer(db: &DB, rx: mpsc::Receiver<SyncJob>) {
         let result = if SYNCER_FAILED.load(Ordering::Relaxed) {
             Err(std::io::Error::other("an earlier sync failed"))
         } else {
-            files
-                .iter()
-                .try_for_each(|f| f.sync_data())
-                .map_err(|e| std::io::Error::other(format!("segment sync failed: {e}")))
-                .and_then(|()| {
-                    db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")))
-                })
+            // The segment files and the WAL sync at the same time.
+            std::thread::scope(|s| {
+                let segments = (!files.is_empty()).then(|| s.spawn(|| files.iter().try_for_each(|f| f.sync_data())));
+                let wal = db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")));
+                let segments = match segments.map(|h| h.join()) {
+                    None | Some(Ok(Ok(()))) => Ok(()),
+                    Some(Ok(Err(e))) => Err(std::io::Error::other(format!("segment sync failed: {e}"))),
+                    Some(Err(_)) => Err(std::io::Error::other("segment sync panicked")),
+                };
+                wal.and(segments)
+            })
         };
         let took = started.elapsed();
         metrics::histogram!("quarry_fsync_seconds").record(took.as_secs_f64());

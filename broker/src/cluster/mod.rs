@@ -55,8 +55,11 @@ pub fn raft_config() -> openraft::Config {
         election_timeout_min: 1500,
         election_timeout_max: 3000,
         max_payload_entries: 32,
-        // Snapshots only let the raft log be purged; the partition log is the data.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(256),
+        // Snapshots only let the raft log be purged; the partition log is the data. Each
+        // one flushes memtables, whose fsyncs would stall the group sync if frequent; a
+        // partition's batcher also asks for one after SNAPSHOT_BYTES, so segment files are
+        // not held for raft long.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(8192),
         max_in_snapshot_log_to_keep: 16,
         purge_batch_size: 512,
         ..Default::default()

@@ -228,6 +228,9 @@ impl Drop for FetchWaiting {
 
 /// Most bytes one raft entry carries when the batcher merges produce requests.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// Bytes produced after which the batcher asks raft for a snapshot, so that the raft log
+/// is purged and stops holding segment files (see `storage::segments`).
+const SNAPSHOT_BYTES: usize = 512 << 20;
 
 impl Partition {
     /// Opens (or creates) the partition's group and starts its raft and batcher.
@@ -342,6 +345,7 @@ impl Partition {
 async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJob>) {
     // A job that could not join the previous entry starts the next one.
     let mut held: Option<ProduceJob> = None;
+    let mut since_snapshot = 0usize;
     loop {
         let first = match held.take() {
             Some(job) => job,
@@ -372,6 +376,11 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
         let started = std::time::Instant::now();
         let result = raft.client_write(PartitionCmd::Produce { batches, now_ms, log_append_time }).await;
         let took = started.elapsed();
+        since_snapshot += size;
+        if since_snapshot >= SNAPSHOT_BYTES {
+            since_snapshot = 0;
+            let _ = raft.trigger().snapshot().await;
+        }
         metrics::histogram!("quarry_raft_write_seconds").record(took.as_secs_f64());
         if took > std::time::Duration::from_millis(20) {
             tracing::warn!(took_ms = took.as_millis() as u64, bytes = size, jobs = jobs.len(), "slow raft write");
