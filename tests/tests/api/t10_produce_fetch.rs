@@ -63,6 +63,8 @@ async fn fetch_at_high_watermark_waits_for_new_data() {
     let got = decode_records(data.records.unwrap());
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1.value.as_deref(), Some(&b"late"[..]));
+    // The partition handle holds the database open; shutdown waits for it.
+    drop(partition);
     server.shutdown().await;
 }
 

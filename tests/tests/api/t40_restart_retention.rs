@@ -76,3 +76,48 @@ async fn retention_by_time_and_size_moves_log_start() {
     assert!(kept_bytes <= 300 && kept_bytes + batch_len > 300, "kept {kept_bytes} bytes from offset {start}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_files_are_deleted_behind_the_log_start_and_reads_survive_a_restart() {
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    // Tiny segments: a new file about every other produce request.
+    assert_eq!(create_topic(&mut c, "seg", 1, &[("segment.bytes", "300")]).await, 0);
+    let value = "v".repeat(200);
+    let partition = server.node.partition("seg", 0).unwrap();
+    // Raft purges in runs of 512 entries, so the log needs more than that.
+    for i in 0..600 {
+        if i == 40 {
+            // Drop everything below offset 30. The files go once raft has purged past
+            // this entry (so it is never replayed onto files already deleted).
+            assert_eq!(partition.advance_log_start(30).await.unwrap(), 30);
+        }
+        let r = TestRecord::new(&format!("k{i}"), &value, broker::now_ms());
+        produce(&mut c, "seg", 0, encode_batch(&[r]), -1).await.unwrap();
+    }
+    let (files_before, _) = partition.log.segments().usage();
+    assert!(files_before >= 300, "{files_before} files");
+    partition.raft.trigger().snapshot().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // About 15 files hold only offsets below 30.
+    while partition.log.segments().usage().0 > files_before - 10 {
+        assert!(std::time::Instant::now() < deadline, "files kept: {:?}", partition.log.segments().usage());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let data = fetch(&mut c, "seg", 0, 30, 0, 1 << 20).await;
+    assert_eq!(decode_records(data.records.unwrap()).len(), 570);
+    drop(partition);
+    server.shutdown().await;
+
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    let data = fetch(&mut c, "seg", 0, 30, 0, 1 << 20).await;
+    assert_eq!(data.log_start_offset, 30);
+    let got = decode_records(data.records.unwrap());
+    assert_eq!(got.len(), 570);
+    assert_eq!(got[0].0, 30);
+    let before = fetch(&mut c, "seg", 0, 0, 0, 1 << 20).await;
+    assert_eq!(before.error_code, ResponseError::OffsetOutOfRange.code());
+    server.shutdown().await;
+}
