@@ -11,9 +11,10 @@ pub use kafka_protocol::ResponseError;
 pub fn storage_code(e: &storage::Error) -> ResponseError {
     match e {
         storage::Error::Corrupt { .. } => ResponseError::CorruptMessage,
-        storage::Error::Rocks(_) | storage::Error::Io(_) | storage::Error::Open { .. } | storage::Error::BadValue(_) => {
-            ResponseError::KafkaStorageError
-        }
+        storage::Error::Rocks(_)
+        | storage::Error::Io(_)
+        | storage::Error::Open { .. }
+        | storage::Error::BadValue(_) => ResponseError::KafkaStorageError,
     }
 }
 

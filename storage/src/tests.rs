@@ -163,8 +163,8 @@ async fn blobs_live_in_segment_files_and_come_back_after_reopen() {
     let file = std::fs::read(dir.path().join("segments/7").join(format!("{:020}.log", 1))).unwrap();
     assert_eq!(file, b"onetwothree");
     let db = Db::open(dir.path()).unwrap();
-    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
-        .unwrap();
+    let mut store =
+        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
     let got = store.try_get_log_entries(1..3).await.unwrap();
     assert_eq!(payload_of(&got[0]), vec![b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(payload_of(&got[1]), vec![b"three".to_vec()]);
@@ -186,8 +186,8 @@ async fn entries_whose_bytes_were_lost_are_dropped_at_open() {
     let path = dir.path().join("segments/7").join(format!("{:020}.log", 1));
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(25).unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
-        .unwrap();
+    let mut store =
+        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id.map(|l| l.index), Some(2), "entries 3 and 4 are gone");
     assert_eq!(store.try_get_log_entries(1..10).await.unwrap().len(), 2);
@@ -218,10 +218,8 @@ async fn segment_files_go_once_nothing_refers_into_them() {
     store.blocking_append(vec![blob_entry(11, &[b"x"])]).await.unwrap();
     store.purge(purge(10)).await.unwrap();
     assert_eq!(segments.usage().0, 4);
-    let mut names: Vec<String> = std::fs::read_dir(db.segments_dir(3))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(db.segments_dir(3)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names[0], format!("{:020}.log", 5));
 }

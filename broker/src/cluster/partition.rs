@@ -84,7 +84,14 @@ pub struct PartitionMachine {
 }
 
 impl PartitionMachine {
-    fn append(&mut self, wb: &mut WriteBatch, entry: u64, blob: &Blob, now_ms: i64, log_append_time: bool) -> Option<i64> {
+    fn append(
+        &mut self,
+        wb: &mut WriteBatch,
+        entry: u64,
+        blob: &Blob,
+        now_ms: i64,
+        log_append_time: bool,
+    ) -> Option<i64> {
         let raw = &blob.bytes;
         let header = BatchHeader::parse(raw).ok()?;
         // Every entry read back for apply has its bytes and where they lie.
