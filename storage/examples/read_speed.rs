@@ -2,7 +2,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use storage::{Blob, Db, Durability, PartitionLog, RecordsLoc, Segments};
+use storage::{Db, Durability, PartitionLog, RecordsLoc, Segments};
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("read-speed-{}", std::process::id()));
@@ -11,9 +11,8 @@ fn main() {
     let batch = vec![7u8; 1 << 20];
     let t = Instant::now();
     for i in 0..200i64 {
-        let mut blobs = [Blob::from(bytes::Bytes::copy_from_slice(&batch[61..]))];
-        log.segments().append(i as u64 + 1, &mut blobs).unwrap();
-        let loc = blobs[0].loc.unwrap();
+        let payload = [bytes::Bytes::copy_from_slice(&batch[61..])];
+        let loc = log.segments().append(i as u64 + 1, &payload, |_| Vec::new()).unwrap().locs[0];
         let records = RecordsLoc { segment: loc.segment, pos: loc.pos, len: loc.len };
         let mut wb = rocksdb::WriteBatch::default();
         log.append(&mut wb, i * 10_000, i * 10_000 + 9_999, i, i as u64 + 1, &batch[..61], records, true);

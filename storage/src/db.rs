@@ -66,6 +66,7 @@ type SyncCallback = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
 /// A callback waiting for the next group sync, and the segment files it needs synced.
 struct SyncJob {
     files: Vec<Arc<std::fs::File>>,
+    wal: bool,
     callback: SyncCallback,
 }
 
@@ -168,20 +169,22 @@ impl Db {
     /// Queues `callback` for the next group sync; it runs once every WAL write made before
     /// this call is on disk.
     pub fn after_sync(&self, callback: impl FnOnce(Result<(), std::io::Error>) + Send + 'static) {
-        self.after_sync_files(Vec::new(), callback)
+        self.after_sync_files(Vec::new(), true, callback)
     }
 
-    /// Like [`Db::after_sync`], and the sync also covers everything written to `files`
-    /// before this call (segment files, see [`crate::segments`]).
+    /// Queues `callback` for the next group sync, which covers everything written to
+    /// `files` before this call (segment files, see [`crate::segments`]), and the WAL too
+    /// if `wal`.
     pub fn after_sync_files(
         &self,
         files: Vec<Arc<std::fs::File>>,
+        wal: bool,
         callback: impl FnOnce(Result<(), std::io::Error>) + Send + 'static,
     ) {
         let Some(syncer) = &self.syncer else {
             return callback(Err(std::io::Error::other("wal syncer stopped")));
         };
-        if let Err(mpsc::SendError(job)) = syncer.send(SyncJob { files, callback: Box::new(callback) }) {
+        if let Err(mpsc::SendError(job)) = syncer.send(SyncJob { files, wal, callback: Box::new(callback) }) {
             (job.callback)(Err(std::io::Error::other("wal syncer stopped")));
         }
     }
@@ -238,21 +241,29 @@ impl Drop for Db {
 
 static SYNCER_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// Makes the WAL and everything written to `files` durable.
+/// Makes everything written to `files`, and the WAL if `wal`, durable.
 ///
-/// WAL alone: one `fsync` of it. With segment files too, one `syncfs` per filesystem
-/// instead of an `fdatasync` per file: each of those is a device cache flush, and the
-/// device runs them one after another (measured here: 2 files took 1.6x one, 4 took 2.4x;
-/// `syncfs` over 4 files took as long as one `fdatasync`). RocksDB writes its WAL records
-/// to the OS on every write, so `syncfs` covers them.
-fn sync_all(db: &DB, dir: &std::fs::File, files: &[Arc<std::fs::File>]) -> std::io::Result<()> {
+/// Each `fdatasync` is a device cache flush, and the device runs them one after another
+/// (measured here: 2 files took 1.6x one, 4 took 2.4x). One or two targets get their own
+/// syncs; from three on, one `syncfs` per filesystem instead (4 files took as long as one
+/// `fdatasync`), at the price of also waiting for whatever else is dirty there. RocksDB
+/// writes its WAL records to the OS on every write, so `syncfs` covers them.
+fn sync_all(db: &DB, dir: &std::fs::File, files: &[Arc<std::fs::File>], wal: bool) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::io::AsRawFd;
-    if files.is_empty() {
-        return db.flush_wal(true).map_err(|e| std::io::Error::other(format!("wal sync failed: {e}")));
+    let wal_err = |e: rocksdb::Error| std::io::Error::other(format!("wal sync failed: {e}"));
+    let seg_err = |e: std::io::Error| std::io::Error::other(format!("segment sync failed: {e}"));
+    if files.len() + usize::from(wal) <= 2 {
+        for f in files {
+            f.sync_data().map_err(seg_err)?;
+        }
+        if wal {
+            db.flush_wal(true).map_err(wal_err)?;
+        }
+        return Ok(());
     }
-    db.flush_wal(false).map_err(|e| std::io::Error::other(format!("wal write failed: {e}")))?;
-    let mut devices = vec![(dir.metadata()?.dev(), dir.as_raw_fd())];
+    db.flush_wal(false).map_err(wal_err)?;
+    let mut devices = if wal { vec![(dir.metadata()?.dev(), dir.as_raw_fd())] } else { Vec::new() };
     for f in files {
         let dev = f.metadata()?.dev();
         if !devices.iter().any(|(d, _)| *d == dev) {
@@ -262,7 +273,7 @@ fn sync_all(db: &DB, dir: &std::fs::File, files: &[Arc<std::fs::File>]) -> std::
     for (_, fd) in devices {
         // SAFETY: a plain syscall on a descriptor this function's callers keep open.
         if unsafe { libc::syncfs(fd) } != 0 {
-            return Err(std::io::Error::other(format!("sync failed: {}", std::io::Error::last_os_error())));
+            return Err(seg_err(std::io::Error::last_os_error()));
         }
     }
     Ok(())
@@ -276,6 +287,7 @@ fn run_syncer(db: &DB, dir: std::fs::File, rx: mpsc::Receiver<SyncJob>) {
         while let Ok(more) = rx.try_recv() {
             jobs.push(more);
         }
+        let wal = jobs.iter().any(|j| j.wal);
         let mut files: Vec<Arc<std::fs::File>> = jobs.iter_mut().flat_map(|j| j.files.drain(..)).collect();
         files.sort_by_key(|f| Arc::as_ptr(f) as usize);
         files.dedup_by_key(|f| Arc::as_ptr(f) as usize);
@@ -284,7 +296,7 @@ fn run_syncer(db: &DB, dir: std::fs::File, rx: mpsc::Receiver<SyncJob>) {
         let result = if SYNCER_FAILED.load(Ordering::Relaxed) {
             Err(std::io::Error::other("an earlier sync failed"))
         } else {
-            sync_all(db, &dir, &files)
+            sync_all(db, &dir, &files, wal)
         };
         let took = started.elapsed();
         metrics::histogram!("quarry_fsync_seconds").record(took.as_secs_f64());

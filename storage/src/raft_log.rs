@@ -18,7 +18,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::segments::{Blob, HasBlobs, Segments};
+use crate::segments::{Blob, HasBlobs, RecordLoc, Segments};
 use crate::{key, Cf, Db, Durability, GroupId};
 
 const META_VOTE: u64 = 1;
@@ -69,27 +69,26 @@ where
         RaftLogStore { db, group, segments: None, _config: PhantomData }
     }
 
-    /// A store that writes entries' blobs to `segments`. Entries past the committed one
-    /// whose blobs did not all reach the disk (a crash of the machine between write and
-    /// sync) are dropped here, with everything after them: they were never acknowledged.
+    /// A store whose entries live in `segments` (see [`crate::segments`]); RocksDB holds
+    /// each entry's record location and its encoding without payloads, as an index.
+    ///
+    /// Opening repairs what a machine crash may have left: index entries past the
+    /// committed one whose records did not all reach the disk are dropped with everything
+    /// after them (never acknowledged), and records past the last indexed one (synced,
+    /// but their index entries were still in the unsynced WAL) are indexed again.
     pub fn with_segments(db: Arc<Db>, group: GroupId, segments: Arc<Segments>) -> Result<Self, crate::Error> {
         let store = RaftLogStore { db, group, segments: Some(segments.clone()), _config: PhantomData };
         let committed: Option<LogId<C::NodeId>> = store.get_meta::<Option<_>>(META_COMMITTED).ok().flatten().flatten();
         let from = committed.map(|l: LogId<C::NodeId>| l.index + 1).unwrap_or(0);
-        let it = store
-            .db
-            .rocks()
-            .iterator_cf(store.db.cf(Cf::RaftLog), IteratorMode::From(&key(group, from), Direction::Forward));
+        let cf = store.db.cf(Cf::RaftLog);
+        let it = store.db.rocks().iterator_cf(cf, IteratorMode::From(&key(group, from), Direction::Forward));
         let mut torn = None;
         for item in it {
             let (k, v) = item?;
             if k[..8] != group.to_be_bytes() {
                 break;
             }
-            let whole = bincode::deserialize::<C::Entry>(&v).ok().is_some_and(|mut entry| {
-                blobs_of(&mut entry).iter().all(|b| b.loc.map_or(true, |loc| segments.verify(&loc)))
-            });
-            if !whole {
+            if !RecordLoc::from_bytes(&v).is_some_and(|r| segments.verify(&r)) {
                 torn = Some(crate::key_suffix(&k));
                 break;
             }
@@ -97,10 +96,64 @@ where
         if let Some(index) = torn {
             tracing::warn!(group, index, "dropping raft entries whose data did not reach the disk");
             let mut batch = WriteBatch::default();
-            batch.delete_range_cf(store.db.cf(Cf::RaftLog), key(group, index), key(group + 1, 0));
+            batch.delete_range_cf(cf, key(group, index), key(group + 1, 0));
+            store.db.write(batch, Durability::Wal)?;
+        }
+
+        // Index again the records after the last indexed one.
+        let last =
+            store.db.rocks().iterator_cf(cf, IteratorMode::From(&key(group, u64::MAX), Direction::Reverse)).next();
+        let (mut next, from) = match last {
+            Some(Ok((k, v))) if k[..8] == group.to_be_bytes() => {
+                let r = RecordLoc::from_bytes(&v).ok_or_else(|| crate::Error::BadValue("raft log index".into()))?;
+                (crate::key_suffix(&k) + 1, Some((r.segment, r.pos + r.len)))
+            }
+            Some(Err(e)) => return Err(e.into()),
+            _ => {
+                let purged: Option<LogId<C::NodeId>> = store.get_meta(META_LAST_PURGED).ok().flatten();
+                (purged.map_or(0, |l| l.index + 1), None)
+            }
+        };
+        let mut batch = WriteBatch::default();
+        let mut gap = None;
+        let found = segments.scan(from, |index, entry, record| {
+            if index < next {
+                return true;
+            }
+            if index > next {
+                gap = Some((index, record));
+                return false;
+            }
+            let mut value = record.to_bytes().to_vec();
+            value.extend_from_slice(entry);
+            batch.put_cf(cf, key(group, index), value);
+            next += 1;
+            true
+        })?;
+        if let Some((index, record)) = gap {
+            // Records of entries truncated away, or cut short: nothing after is ours.
+            tracing::warn!(group, index, expected = next, "raft log records skip an index; cutting there");
+            segments.truncate_at(record.segment, record.pos)?;
+        }
+        if !batch.is_empty() {
+            tracing::info!(
+                group,
+                entries = batch.len(),
+                records = found,
+                "indexed raft entries found in segment files"
+            );
             store.db.write(batch, Durability::Wal)?;
         }
         Ok(store)
+    }
+
+    /// The entry encoding in a stored value (after the record location, for segments).
+    fn encoded<'a>(&self, v: &'a [u8]) -> &'a [u8] {
+        if self.segments.is_some() {
+            &v[v.len().min(24)..]
+        } else {
+            v
+        }
     }
 
     /// Deletes the entries and meta this group stored (not its segment files).
@@ -114,7 +167,7 @@ where
     /// Decodes a stored entry, reading its blobs back from the segment files.
     fn decode_entry(&self, v: &[u8]) -> Result<C::Entry, StorageError<C::NodeId>> {
         let mut entry: C::Entry =
-            bincode::deserialize(v).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            bincode::deserialize(self.encoded(v)).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         if let Some(segments) = &self.segments {
             for blob in blobs_of(&mut entry) {
                 if let Some(loc) = blob.loc {
@@ -159,8 +212,8 @@ where
                 if k[..8] != self.group.to_be_bytes() {
                     return Ok(None);
                 }
-                let entry: C::Entry =
-                    bincode::deserialize(&v).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                let entry: C::Entry = bincode::deserialize(self.encoded(&v))
+                    .map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, e))?;
                 Ok(Some(entry.get_log_id().clone()))
             }
         }
@@ -253,30 +306,52 @@ where
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(Cf::RaftLog);
         let mut files: Vec<Arc<std::fs::File>> = Vec::new();
+        let werr = |e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e);
         for mut entry in entries {
             let index = entry.get_log_id().index;
-            if let Some(segments) = &self.segments {
-                let blobs = blobs_of(&mut entry);
-                if !blobs.is_empty() {
-                    let file = segments
-                        .append(index, blobs)
-                        .map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-                    if !files.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
-                        files.push(file);
+            let Some(segments) = &self.segments else {
+                let bytes = bincode::serialize(&entry).map_err(|e| werr(AnyError::new(&e)))?;
+                batch.put_cf(cf, key(self.group, index), bytes);
+                continue;
+            };
+            let payloads: Vec<bytes::Bytes> =
+                blobs_of(&mut entry).iter_mut().map(|b| std::mem::take(&mut b.bytes)).collect();
+            let appended = segments
+                .append(index, &payloads, |locs| {
+                    for (blob, loc) in blobs_of(&mut entry).iter_mut().zip(locs) {
+                        blob.loc = Some(*loc);
                     }
-                }
+                    bincode::serialize(&entry).unwrap_or_default()
+                })
+                .map_err(|e| werr(AnyError::new(&e)))?;
+            let mut value = appended.record.to_bytes().to_vec();
+            value.extend_from_slice(&appended.entry);
+            batch.put_cf(cf, key(self.group, index), value);
+            if !files.last().is_some_and(|f| Arc::ptr_eq(f, &appended.file)) {
+                files.push(appended.file);
             }
-            let bytes = bincode::serialize(&entry).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            batch.put_cf(cf, key(self.group, index), bytes);
         }
-        self.db.write(batch, Durability::Wal).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // Readable now; acknowledged to raft only once the group sync has the segment
-        // files and the WAL on disk.
-        self.db.after_sync_files(files, move |r| callback.log_io_completed(r));
+        self.db.write(batch, Durability::Wal).map_err(|e| werr(AnyError::new(&e)))?;
+        // Readable now. Acknowledged to raft once the group sync has it on disk: the
+        // segment files alone for a store with segments (its WAL records are an index that
+        // opening rebuilds), the WAL otherwise.
+        let wal = self.segments.is_none();
+        self.db.after_sync_files(files, wal, move |r| callback.log_io_completed(r));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        if let Some(segments) = &self.segments {
+            // The records go too, or opening would index them again.
+            let derr = |e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e);
+            let v =
+                self.db.rocks().get_pinned_cf(self.db.cf(Cf::RaftLog), key(self.group, log_id.index)).map_err(derr)?;
+            if let Some(r) = v.as_deref().and_then(RecordLoc::from_bytes) {
+                segments
+                    .truncate_at(r.segment, r.pos)
+                    .map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            }
+        }
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.db.cf(Cf::RaftLog), key(self.group, log_id.index), key(self.group + 1, 0));
         self.db.write(batch, Durability::Wal).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e))?;

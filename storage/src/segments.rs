@@ -6,9 +6,13 @@
 //! thus written once, to a segment, instead of once to the WAL and again to an SST.
 //!
 //! A group's files are `<root>/<group>/<first raft index, 20 digits>.log`, append-only.
-//! The group sync fdatasyncs the files an append wrote to before it acknowledges the
-//! append (see [`crate::Db::after_sync_files`]); writeback is started early, every
-//! [`KICK_BYTES`], so that sync has little left to do.
+//! Every entry of the group is a record there (header, entry, payloads), so the files are
+//! the raft log itself and RocksDB's copy of the entries is an index: an append is durable
+//! once its segment file is synced, without the WAL, and at open the records past the
+//! last one RocksDB knows are indexed again ([`Segments::scan`]). The group sync
+//! fdatasyncs the files an append wrote to before it acknowledges the append (see
+//! [`crate::Db::after_sync_files`]); writeback is started early, every [`KICK_BYTES`], so
+//! that sync has little left to do.
 //!
 //! A file is deleted once nothing refers into it: every raft entry in it is purged, and
 //! every batch in it is below the partition's log start. Both are tracked as raft indexes
@@ -61,6 +65,61 @@ pub trait HasBlobs {
     fn blobs_mut(&mut self) -> &mut [Blob] {
         &mut []
     }
+}
+
+/// Bytes of a record header: magic, CRC32C of the rest of the record, entry length,
+/// padding, payload length, raft index (all little-endian).
+pub const HEADER: usize = 32;
+const MAGIC: u32 = u32::from_le_bytes(*b"QSG1");
+
+/// Where a whole record (header, entry, payloads) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLoc {
+    pub segment: u64,
+    pub pos: u64,
+    pub len: u64,
+}
+
+impl RecordLoc {
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.segment.to_be_bytes());
+        b[8..16].copy_from_slice(&self.pos.to_be_bytes());
+        b[16..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<RecordLoc> {
+        let u = |i: usize| b.get(i..i + 8).map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")));
+        Some(RecordLoc { segment: u(0)?, pos: u(8)?, len: u(16)? })
+    }
+}
+
+/// What [`Segments::append`] wrote.
+pub struct Appended {
+    pub file: Arc<File>,
+    pub record: RecordLoc,
+    pub locs: Vec<BlobLoc>,
+    pub entry: Vec<u8>,
+}
+
+/// Reads and checks the record at `pos` of a file `len` bytes long: its raft index, its
+/// body (entry then payloads) and the entry's length. `None` if cut short or corrupt.
+fn read_record(file: &File, pos: u64, len: u64) -> Option<(u64, Vec<u8>, usize)> {
+    let mut head = [0u8; HEADER];
+    if pos + HEADER as u64 > len || file.read_exact_at(&mut head, pos).is_err() {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+    let (magic, crc, entry_len, blobs_len, index) = (u32_at(0), u32_at(4), u32_at(8) as u64, u64_at(16), u64_at(24));
+    let body_len = entry_len.checked_add(blobs_len)?;
+    if magic != MAGIC || pos + HEADER as u64 + body_len > len {
+        return None;
+    }
+    let mut body = vec![0u8; body_len as usize];
+    file.read_exact_at(&mut body, pos + HEADER as u64).ok()?;
+    (crc32c::crc32c(&body) == crc).then_some((index, body, entry_len as usize))
 }
 
 /// One group's segment files.
@@ -139,10 +198,18 @@ impl Segments {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the blobs of the entry at raft index `index`, in order, each at the end of the
-    /// current file; sets each blob's location and empties its bytes. Returns the file
-    /// written to, which must be synced before the entry counts as durable.
-    pub fn append(&self, index: u64, blobs: &mut [Blob]) -> std::io::Result<Arc<File>> {
+    /// Writes the entry at raft index `index` as one record at the end of the current
+    /// file: a [`HEADER`]-byte header, the entry as `encode` serialises it, then
+    /// `payloads`. `encode` gets the locations the payloads will have and must return
+    /// bytes of the same length whatever they are (it is called twice: to measure, then
+    /// to write). Returns the file written to (to be synced before the entry counts as
+    /// durable), where the record is, the payloads' locations, and the encoded entry.
+    pub fn append(
+        &self,
+        index: u64,
+        payloads: &[Bytes],
+        mut encode: impl FnMut(&[BlobLoc]) -> Vec<u8>,
+    ) -> std::io::Result<Appended> {
         let segment_bytes = self.segment_bytes.load(Ordering::Relaxed);
         let mut inner = self.lock();
         let roll = match &inner.active {
@@ -160,18 +227,117 @@ impl Segments {
             inner.active = Some(Active { id: index, file, len, kicked: len });
         }
         let active = inner.active.as_mut().expect("an active file after roll");
-        for blob in blobs.iter_mut() {
-            let bytes = std::mem::take(&mut blob.bytes);
-            let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("blob over 4 GiB"))?;
-            active.file.write_all_at(&bytes, active.len)?;
-            blob.loc = Some(BlobLoc { segment: active.id, pos: active.len, len, crc: crc32c::crc32c(&bytes) });
-            active.len += u64::from(len);
+        let too_big = || std::io::Error::other("raft entry payload over 4 GiB");
+        let mut locs: Vec<BlobLoc> = payloads
+            .iter()
+            .map(|p| {
+                Ok(BlobLoc { segment: active.id, pos: 0, len: u32::try_from(p.len()).map_err(|_| too_big())?, crc: 0 })
+            })
+            .collect::<std::io::Result<_>>()?;
+        let entry_len = encode(&locs).len() as u64;
+        let mut pos = active.len + HEADER as u64 + entry_len;
+        for (loc, payload) in locs.iter_mut().zip(payloads) {
+            loc.pos = pos;
+            loc.crc = crc32c::crc32c(payload);
+            pos += u64::from(loc.len);
         }
+        let entry = encode(&locs);
+        if entry.len() as u64 != entry_len {
+            return Err(std::io::Error::other("entry encoding changed length with its locations"));
+        }
+        let blobs_len: u64 = locs.iter().map(|l| u64::from(l.len)).sum();
+        let mut crc = crc32c::crc32c(&entry);
+        for payload in payloads {
+            crc = crc32c::crc32c_append(crc, payload);
+        }
+        let mut head = Vec::with_capacity(HEADER + entry.len());
+        head.extend_from_slice(&MAGIC.to_le_bytes());
+        head.extend_from_slice(&crc.to_le_bytes());
+        head.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        head.extend_from_slice(&blobs_len.to_le_bytes());
+        head.extend_from_slice(&index.to_le_bytes());
+        head.extend_from_slice(&entry);
+        let record = RecordLoc { segment: active.id, pos: active.len, len: head.len() as u64 + blobs_len };
+        active.file.write_all_at(&head, active.len)?;
+        for (loc, payload) in locs.iter().zip(payloads) {
+            active.file.write_all_at(payload, loc.pos)?;
+        }
+        active.len += record.len;
         if active.len - active.kicked >= KICK_BYTES {
             start_writeback(&active.file, active.kicked, active.len - active.kicked);
             active.kicked = active.len;
         }
-        Ok(active.file.clone())
+        Ok(Appended { file: active.file.clone(), record, locs, entry })
+    }
+
+    /// Reads the records from `from` on (file and position; `None`: from the first file's
+    /// start), in order, across files, handing each whole one to `f` (raft index, encoded
+    /// entry, where it is) until `f` returns false. A record that is cut short or fails its
+    /// CRC ends the log: it was never acknowledged, and neither was anything after it, so
+    /// the file is truncated there and later files deleted. Returns how many were read.
+    pub fn scan(
+        &self,
+        from: Option<(u64, u64)>,
+        mut f: impl FnMut(u64, &[u8], RecordLoc) -> bool,
+    ) -> std::io::Result<usize> {
+        let files: Vec<(u64, Arc<File>)> = self.lock().files.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let (mut at, mut pos) = match from {
+            Some((segment, pos)) => match files.iter().position(|(id, _)| *id == segment) {
+                Some(i) => (i, pos),
+                None => return Ok(0),
+            },
+            None => (0, 0),
+        };
+        let mut n = 0;
+        while at < files.len() {
+            let (id, file) = &files[at];
+            let len = file.metadata()?.len();
+            if pos >= len {
+                at += 1;
+                pos = 0;
+                continue;
+            }
+            match read_record(file, pos, len) {
+                Some((index, body, entry_len)) => {
+                    let record = RecordLoc { segment: *id, pos, len: HEADER as u64 + body.len() as u64 };
+                    n += 1;
+                    if !f(index, &body[..entry_len], record) {
+                        return Ok(n);
+                    }
+                    pos += record.len;
+                }
+                None => {
+                    tracing::warn!(file = %file_name(*id), pos, "segment ends in a torn record; cutting it off");
+                    self.truncate_at(*id, pos)?;
+                    return Ok(n);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Cuts the log at `pos` of `segment`: the file ends there, later files go. Synced.
+    pub fn truncate_at(&self, segment: u64, pos: u64) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        let later: Vec<u64> = inner.files.range(segment + 1..).map(|(k, _)| *k).collect();
+        for id in later {
+            inner.files.remove(&id);
+            std::fs::remove_file(self.dir.join(file_name(id)))?;
+        }
+        let Some(file) = inner.files.get(&segment).cloned() else { return Ok(()) };
+        file.set_len(pos)?;
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        inner.active = Some(Active { id: segment, file, len: pos, kicked: pos });
+        Ok(())
+    }
+
+    /// Whether the record at `loc` is all there, as written.
+    pub fn verify(&self, loc: &RecordLoc) -> bool {
+        let Ok(file) = self.file(loc.segment) else { return false };
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return false };
+        read_record(&file, loc.pos, len).is_some_and(|(_, body, _)| HEADER as u64 + body.len() as u64 == loc.len)
     }
 
     fn file(&self, segment: u64) -> std::io::Result<Arc<File>> {
@@ -197,11 +363,6 @@ impl Segments {
             out.truncate(start);
         }
         read
-    }
-
-    /// Whether the bytes at `loc` are all there, as written.
-    pub fn verify(&self, loc: &BlobLoc) -> bool {
-        self.read(loc.segment, loc.pos, loc.len).is_ok_and(|b| crc32c::crc32c(&b) == loc.crc)
     }
 
     /// Sets the data floor directly; only right after opening, before anything is applied.

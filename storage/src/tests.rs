@@ -83,9 +83,8 @@ async fn raft_log_survives_reopen_and_groups_stay_apart() {
 /// segment file, as the raft log store would write it, from an entry at `base + 1`.
 fn put(db: &Db, log: &PartitionLog, base: i64, last: i64, max_ts: i64, body: &[u8], index: bool) {
     let entry = base as u64 + 1;
-    let mut blobs = [Blob::from(bytes::Bytes::copy_from_slice(&body[2..]))];
-    log.segments().append(entry, &mut blobs).unwrap();
-    let loc = blobs[0].loc.unwrap();
+    let payload = [bytes::Bytes::copy_from_slice(&body[2..])];
+    let loc = log.segments().append(entry, &payload, |_| Vec::new()).unwrap().locs[0];
     let records = RecordsLoc { segment: loc.segment, pos: loc.pos, len: loc.len };
     let mut wb = WriteBatch::default();
     log.append(&mut wb, base, last, max_ts, entry, &body[..2], records, index);
@@ -161,8 +160,10 @@ async fn blobs_live_in_segment_files_and_come_back_after_reopen() {
     }
     // The bytes are in the segment file, not in RocksDB.
     let file = std::fs::read(dir.path().join("segments/7").join(format!("{:020}.log", 1))).unwrap();
-    assert_eq!(file, b"onetwothree");
+    assert!(file.windows(6).any(|w| w == b"onetwo") && file.windows(5).any(|w| w == b"three"));
     let db = Db::open(dir.path()).unwrap();
+    let stored = db.rocks().get_cf(db.cf(crate::Cf::RaftLog), crate::key(7, 2)).unwrap().unwrap();
+    assert!(!stored.windows(5).any(|w| w == b"three"));
     let mut store =
         RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
     let got = store.try_get_log_entries(1..3).await.unwrap();
@@ -183,8 +184,12 @@ async fn entries_whose_bytes_were_lost_are_dropped_at_open() {
         store.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 2))).await.unwrap();
     }
     // A machine crash kept the WAL but not the tail of the file: entry 3 is cut short.
+    let db = Db::open(dir.path()).unwrap();
+    let third = db.rocks().get_cf(db.cf(crate::Cf::RaftLog), crate::key(7, 3)).unwrap().unwrap();
+    let third = crate::segments::RecordLoc::from_bytes(&third).unwrap();
+    drop(db);
     let path = dir.path().join("segments/7").join(format!("{:020}.log", 1));
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(25).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(third.pos + 10).unwrap();
     let db = Db::open(dir.path()).unwrap();
     let mut store =
         RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
@@ -194,17 +199,66 @@ async fn entries_whose_bytes_were_lost_are_dropped_at_open() {
 }
 
 #[tokio::test]
+async fn entries_synced_to_segments_but_not_indexed_are_found_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path()).unwrap();
+        let mut store =
+            RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
+                .unwrap();
+        let entries: Vec<_> = (1..=5).map(|i| blob_entry(i, &[format!("payload {i}").as_bytes()])).collect();
+        store.blocking_append(entries).await.unwrap();
+        // The index entries of 3..5 were still in the WAL, unsynced, when the machine
+        // went down: only the segment file was synced for them.
+        let mut wb = WriteBatch::default();
+        wb.delete_range_cf(db.cf(crate::Cf::RaftLog), crate::key(7, 3), crate::key(8, 0));
+        db.write(wb, Durability::Wal).unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    let mut store =
+        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
+    let got = store.try_get_log_entries(1..10).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(payload_of(&got[4]), vec![b"payload 5".to_vec()]);
+    // Appends go on after them.
+    store.blocking_append(vec![blob_entry(6, &[b"six"])]).await.unwrap();
+    assert_eq!(payload_of(&store.try_get_log_entries(6..7).await.unwrap()[0]), vec![b"six".to_vec()]);
+}
+
+#[tokio::test]
+async fn truncated_entries_do_not_come_back_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path()).unwrap();
+        let mut store =
+            RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
+                .unwrap();
+        let entries: Vec<_> = (1..=4).map(|i| blob_entry(i, &[b"old"])).collect();
+        store.blocking_append(entries).await.unwrap();
+        store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3)).await.unwrap();
+        store.blocking_append(vec![blob_entry(3, &[b"new"])]).await.unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    let mut store =
+        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
+    let got = store.try_get_log_entries(1..10).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(payload_of(&got[2]), vec![b"new".to_vec()]);
+}
+
+#[tokio::test]
 async fn segment_files_go_once_nothing_refers_into_them() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
     let segments = Segments::open(db.segments_dir(3)).unwrap();
-    segments.set_segment_bytes(20);
+    // A record is 32 + 61 + 10 bytes: two per file.
+    segments.set_segment_bytes(150);
     let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 3, segments.clone()).unwrap();
     // 10 entries of 10 bytes: a new file every two entries (1, 3, 5, 7, 9).
     for i in 1..=10 {
         store.blocking_append(vec![blob_entry(i, &[b"0123456789"])]).await.unwrap();
     }
-    assert_eq!(segments.usage(), (5, 100));
+    assert_eq!(segments.usage().0, 5);
     segments.init_data_floor(1);
     let purge = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
     // Raft purged up to 6, but the data floor keeps everything from entry 1.
