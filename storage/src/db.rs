@@ -1,9 +1,11 @@
 //! The node's one RocksDB, and group commit.
 //!
 //! Raft appends are written without sync and become readable at once; their callbacks
-//! queue on one syncer thread, which makes everything queued durable with a single
-//! `flush_wal(true)` and then completes the callbacks. Many produce requests on many
-//! partitions thus share one fsync.
+//! queue on one syncer thread, which makes everything queued durable at once and then
+//! completes the callbacks: the segment files written to (partition groups, see
+//! [`crate::segments`]) and the WAL if a queued write needs it (the controller's log,
+//! votes). Many produce requests on many partitions thus share one sync: see
+//! `sync_all` for how it is made.
 //!
 //! State machine writes skip the WAL ([`Durability::Replayable`]): the raft log is their
 //! durable copy and applying is deterministic, so after a crash the state machine replays
