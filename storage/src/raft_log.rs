@@ -4,10 +4,11 @@
 //! the last purged log id at `(group, tag)` in [`Cf::RaftMeta`]. The store is generic over
 //! the group's type config and never looks inside an entry's payload.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -30,12 +31,25 @@ pub struct RaftLogStore<C: RaftTypeConfig> {
     db: Arc<Db>,
     group: GroupId,
     segments: Option<Arc<Segments>>,
+    /// The last entries appended, payloads included, with their total payload bytes:
+    /// openraft reads each entry back to apply it, and this spares that read.
+    recent: Arc<Mutex<(VecDeque<C::Entry>, usize)>>,
     _config: PhantomData<C>,
 }
 
+/// Most entries, and payload bytes, kept in [`RaftLogStore`]'s recent entries.
+const RECENT_ENTRIES: usize = 64;
+const RECENT_BYTES: usize = 64 << 20;
+
 impl<C: RaftTypeConfig> Clone for RaftLogStore<C> {
     fn clone(&self) -> Self {
-        RaftLogStore { db: self.db.clone(), group: self.group, segments: self.segments.clone(), _config: PhantomData }
+        RaftLogStore {
+            db: self.db.clone(),
+            group: self.group,
+            segments: self.segments.clone(),
+            recent: self.recent.clone(),
+            _config: PhantomData,
+        }
     }
 }
 
@@ -61,12 +75,12 @@ fn io_err<C: RaftTypeConfig>(
 impl<C> RaftLogStore<C>
 where
     C: RaftTypeConfig<Entry = openraft::Entry<C>>,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
     C::D: HasBlobs,
 {
     /// A store that keeps whole entries in RocksDB.
     pub fn new(db: Arc<Db>, group: GroupId) -> Self {
-        RaftLogStore { db, group, segments: None, _config: PhantomData }
+        RaftLogStore { db, group, segments: None, recent: Default::default(), _config: PhantomData }
     }
 
     /// A store whose entries live in `segments` (see [`crate::segments`]); RocksDB holds
@@ -77,7 +91,13 @@ where
     /// after them (never acknowledged), and records past the last indexed one (synced,
     /// but their index entries were still in the unsynced WAL) are indexed again.
     pub fn with_segments(db: Arc<Db>, group: GroupId, segments: Arc<Segments>) -> Result<Self, crate::Error> {
-        let store = RaftLogStore { db, group, segments: Some(segments.clone()), _config: PhantomData };
+        let store = RaftLogStore {
+            db,
+            group,
+            segments: Some(segments.clone()),
+            recent: Default::default(),
+            _config: PhantomData,
+        };
         let committed: Option<LogId<C::NodeId>> = store.get_meta::<Option<_>>(META_COMMITTED).ok().flatten().flatten();
         let from = committed.map(|l: LogId<C::NodeId>| l.index + 1).unwrap_or(0);
         let cf = store.db.cf(Cf::RaftLog);
@@ -147,6 +167,23 @@ where
         Ok(store)
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, (VecDeque<C::Entry>, usize)> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the recent entries `drop` says to.
+    fn forget_recent(&self, mut drop: impl FnMut(u64) -> bool) {
+        let mut recent = self.recent();
+        let (entries, bytes) = &mut *recent;
+        entries.retain_mut(|e| {
+            let gone = drop(e.get_log_id().index);
+            if gone {
+                *bytes -= blobs_of(e).iter().map(|b| b.bytes.len()).sum::<usize>();
+            }
+            !gone
+        });
+    }
+
     /// The entry encoding in a stored value (after the record location, for segments).
     fn encoded<'a>(&self, v: &'a [u8]) -> &'a [u8] {
         if self.segments.is_some() {
@@ -158,6 +195,7 @@ where
 
     /// Deletes the entries and meta this group stored (not its segment files).
     pub fn destroy(&self) -> Result<(), crate::Error> {
+        self.forget_recent(|_| true);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.db.cf(Cf::RaftLog), key(self.group, 0), key(self.group + 1, 0));
         batch.delete_range_cf(self.db.cf(Cf::RaftMeta), key(self.group, 0), key(self.group + 1, 0));
@@ -223,7 +261,7 @@ where
 impl<C> RaftLogReader<C> for RaftLogStore<C>
 where
     C: RaftTypeConfig<Entry = openraft::Entry<C>>,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
     C::D: HasBlobs,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
@@ -244,6 +282,18 @@ where
         if start >= end {
             return Ok(out);
         }
+        {
+            let recent = self.recent();
+            let (entries, _) = &*recent;
+            if let (Some(first), Some(last)) = (entries.front(), entries.back()) {
+                let (first, last) = (first.get_log_id().index, last.get_log_id().index);
+                if first <= start && (end == u64::MAX || end - 1 <= last) {
+                    let skip = (start - first) as usize;
+                    let take = (end.min(last + 1) - start) as usize;
+                    return Ok(entries.iter().skip(skip).take(take).cloned().collect());
+                }
+            }
+        }
         let upper = key(self.group, end);
         let it = self
             .db
@@ -263,7 +313,7 @@ where
 impl<C> RaftLogStorage<C> for RaftLogStore<C>
 where
     C: RaftTypeConfig<Entry = openraft::Entry<C>>,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned + Clone,
     C::D: HasBlobs,
 {
     type LogReader = Self;
@@ -306,6 +356,7 @@ where
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(Cf::RaftLog);
         let mut files: Vec<Arc<std::fs::File>> = Vec::new();
+        let mut remembered = Vec::new();
         let werr = |e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e);
         for mut entry in entries {
             let index = entry.get_log_id().index;
@@ -330,6 +381,31 @@ where
             if !files.last().is_some_and(|f| Arc::ptr_eq(f, &appended.file)) {
                 files.push(appended.file);
             }
+            let size: usize = payloads.iter().map(|p| p.len()).sum();
+            for (blob, payload) in blobs_of(&mut entry).iter_mut().zip(payloads) {
+                blob.bytes = payload;
+            }
+            remembered.push((entry, size));
+        }
+        if !remembered.is_empty() {
+            let mut recent = self.recent();
+            let (entries, bytes) = &mut *recent;
+            // Only a run that continues the one kept is served from memory.
+            let continues = entries.back().map(|e| e.get_log_id().index + 1)
+                == remembered.first().map(|(e, _)| e.get_log_id().index);
+            if !continues {
+                entries.clear();
+                *bytes = 0;
+            }
+            for (entry, size) in remembered {
+                entries.push_back(entry);
+                *bytes += size;
+            }
+            while entries.len() > RECENT_ENTRIES || (*bytes > RECENT_BYTES && entries.len() > 1) {
+                if let Some(mut e) = entries.pop_front() {
+                    *bytes -= blobs_of(&mut e).iter().map(|b| b.bytes.len()).sum::<usize>();
+                }
+            }
         }
         self.db.write(batch, Durability::Wal).map_err(|e| werr(AnyError::new(&e)))?;
         // Readable now. Acknowledged to raft once the group sync has it on disk: the
@@ -341,6 +417,7 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        self.forget_recent(|i| i >= log_id.index);
         if let Some(segments) = &self.segments {
             // The records go too, or opening would index them again.
             let derr = |e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e);
@@ -361,6 +438,7 @@ where
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        self.forget_recent(|i| i <= log_id.index);
         let bytes = bincode::serialize(&log_id).map_err(|e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.db.cf(Cf::RaftMeta), key(self.group, META_LAST_PURGED), bytes);

@@ -36,13 +36,13 @@ pub const SEGMENT_BYTES: u64 = 1 << 30;
 /// Writeback of a file is started each time this much was written since the last start.
 const KICK_BYTES: u64 = 1 << 20;
 
-/// Where an entry's payload bytes are: file, position, length, and their CRC32C.
+/// Where an entry's payload bytes are: file, position, length. (The record's CRC covers
+/// them.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobLoc {
     pub segment: u64,
     pub pos: u64,
     pub len: u32,
-    pub crc: u32,
 }
 
 /// Payload bytes of a raft entry that the log store keeps in a segment file. In memory
@@ -230,15 +230,12 @@ impl Segments {
         let too_big = || std::io::Error::other("raft entry payload over 4 GiB");
         let mut locs: Vec<BlobLoc> = payloads
             .iter()
-            .map(|p| {
-                Ok(BlobLoc { segment: active.id, pos: 0, len: u32::try_from(p.len()).map_err(|_| too_big())?, crc: 0 })
-            })
+            .map(|p| Ok(BlobLoc { segment: active.id, pos: 0, len: u32::try_from(p.len()).map_err(|_| too_big())? }))
             .collect::<std::io::Result<_>>()?;
         let entry_len = encode(&locs).len() as u64;
         let mut pos = active.len + HEADER as u64 + entry_len;
-        for (loc, payload) in locs.iter_mut().zip(payloads) {
+        for loc in locs.iter_mut() {
             loc.pos = pos;
-            loc.crc = crc32c::crc32c(payload);
             pos += u64::from(loc.len);
         }
         let entry = encode(&locs);

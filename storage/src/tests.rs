@@ -237,6 +237,9 @@ async fn truncated_entries_do_not_come_back_at_open() {
         store.blocking_append(entries).await.unwrap();
         store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3)).await.unwrap();
         store.blocking_append(vec![blob_entry(3, &[b"new"])]).await.unwrap();
+        // Read back at once (from memory), and again after reopening (from the files).
+        let got = store.try_get_log_entries(2..).await.unwrap();
+        assert_eq!(got.iter().map(payload_of).collect::<Vec<_>>(), vec![vec![b"old".to_vec()], vec![b"new".to_vec()]]);
     }
     let db = Db::open(dir.path()).unwrap();
     let mut store =
