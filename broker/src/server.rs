@@ -156,7 +156,18 @@ async fn finish(
 }
 
 fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Option<Bytes> {
-    let mut out = BytesMut::new();
+    // A fetch response is mostly its records: room for them up front, so the buffer is
+    // not grown (and copied) several times over while they are written into it.
+    let records: usize = match body {
+        ResponseKind::Fetch(f) => f
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum(),
+        _ => 0,
+    };
+    let mut out = BytesMut::with_capacity(records + 4096);
     match frame::encode_response(&mut out, api_key, version, correlation_id, body) {
         Ok(()) => Some(out.freeze()),
         Err(e) => {

@@ -353,13 +353,40 @@ impl Segments {
     /// Appends `len` bytes at `pos` of `segment` to `out`.
     pub fn read_into(&self, segment: u64, pos: u64, len: u32, out: &mut BytesMut) -> std::io::Result<()> {
         let file = self.file(segment)?;
-        let start = out.len();
-        out.resize(start + len as usize, 0);
-        let read = file.read_exact_at(&mut out[start..], pos);
-        if read.is_err() {
-            out.truncate(start);
+        let len = len as usize;
+        out.reserve(len);
+        let mut done = 0;
+        while done < len {
+            let spare = out.spare_capacity_mut();
+            // SAFETY: pread writes at most `len - done` bytes into the reserved, unused
+            // capacity; only what it reports written is then marked initialised.
+            let n = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    spare.as_mut_ptr().add(done).cast(),
+                    len - done,
+                    (pos + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("segment {} ends before {} bytes at {pos}", file_name(segment), len),
+                    ))
+                }
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        read
+        // SAFETY: `len` bytes past the old length were written above.
+        unsafe { out.set_len(out.len() + len) };
+        Ok(())
     }
 
     /// Sets the data floor directly; only right after opening, before anything is applied.
