@@ -354,7 +354,7 @@ fn main() -> Result<()> {
             let c = consume_run(fresh.port, &topic, count)?;
             let (cpu, rss) = fresh.usage();
             if std::env::var_os("BENCH_METRICS").is_some() {
-                for line in fresh.metrics("_count") {
+                for line in fresh.metrics("_count").into_iter().chain(fresh.metrics("request_seconds_sum")) {
                     eprintln!("  {size} B acks={acks}: {line}");
                 }
             }
