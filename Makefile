@@ -31,7 +31,7 @@ fuzz: deps
 	scripts/fuzz.sh 300
 
 bench: build
-	cd bench && $(CARGO) run --release --bin produce-consume
+	cd bench && $(CARGO) run --release --bin produce-consume $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
