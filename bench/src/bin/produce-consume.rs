@@ -334,8 +334,8 @@ fn main() -> Result<()> {
     let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     println!("# quarry produce/consume benchmark, librdkafka {}", rdkafka::util::get_rdkafka_version().1);
     println!(
-        "{:<8} {:>6} {:>10} {:>14} {:>10} {:>14} {:>10}",
-        "record", "acks", "records", "produce rec/s", "MB/s", "consume rec/s", "MB/s"
+        "{:<8} {:>6} {:>10} {:>14} {:>10} {:>14} {:>10} {:>9} {:>8}",
+        "record", "acks", "records", "produce rec/s", "MB/s", "consume rec/s", "MB/s", "cpu s", "rss MiB"
     );
     for (size, count) in [(100usize, 2_000_000usize), (1024, 500_000)] {
         if !run("throughput") {
@@ -348,31 +348,49 @@ fn main() -> Result<()> {
                     continue;
                 }
             }
-            // Each case on a fresh node, so one case's flushes and compactions do not
-            // land in the next one's figures.
-            let fresh = Broker::start(&bin)?;
-            let topic = format!("bench-{size}-{acks}");
-            let p = produce_run(fresh.port, &topic, acks, size, count)?;
-            let c = consume_run(fresh.port, &topic, count)?;
-            let (cpu, rss) = fresh.usage();
-            if std::env::var_os("BENCH_METRICS").is_some() {
-                for line in fresh.metrics("_count").into_iter().chain(fresh.metrics("request_seconds_sum")) {
-                    eprintln!("  {size} B acks={acks}: {line}");
+            // Each run on a fresh node, so one run's flushes and compactions do not land in
+            // the next one's figures. The machine's disk and CPU vary from run to run: each
+            // case runs BENCH_REPEAT times (default 3) and shows the median, then the range.
+            let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+            let mut runs = Vec::new();
+            for _ in 0..repeat {
+                let fresh = Broker::start(&bin)?;
+                let topic = format!("bench-{size}-{acks}");
+                let p = produce_run(fresh.port, &topic, acks, size, count)?;
+                let c = consume_run(fresh.port, &topic, count)?;
+                let (cpu, rss) = fresh.usage();
+                if std::env::var_os("BENCH_METRICS").is_some() {
+                    for line in fresh.metrics("_count").into_iter().chain(fresh.metrics("request_seconds_sum")) {
+                        eprintln!("  {size} B acks={acks}: {line}");
+                    }
                 }
+                drop(fresh);
+                runs.push((count as f64 / p.as_secs_f64(), count as f64 / c.as_secs_f64(), cpu, rss));
             }
-            drop(fresh);
-            let mb = (size * count) as f64 / 1e6;
+            let median = |f: &dyn Fn(&(f64, f64, f64, f64)) -> f64| {
+                let mut v: Vec<f64> = runs.iter().map(f).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                (v[v.len() / 2], v[0], v[v.len() - 1])
+            };
+            let (prod, prod_lo, prod_hi) = median(&|r| r.0);
+            let (cons, cons_lo, cons_hi) = median(&|r| r.1);
+            let mb = |recs: f64| recs * size as f64 / 1e6;
             println!(
-                "{:<8} {:>6} {:>10} {:>14.0} {:>10.1} {:>14.0} {:>10.1} {:>9.1} {:>8.0}",
+                "{:<8} {:>6} {:>10} {:>14.0} {:>10.1} {:>14.0} {:>10.1} {:>9.1} {:>8.0}   produce {:.0}-{:.0} MB/s, consume {:.0}-{:.0} MB/s over {} runs",
                 format!("{size} B"),
                 acks,
                 count,
-                count as f64 / p.as_secs_f64(),
-                mb / p.as_secs_f64(),
-                count as f64 / c.as_secs_f64(),
-                mb / c.as_secs_f64(),
-                cpu,
-                rss
+                prod,
+                mb(prod),
+                cons,
+                mb(cons),
+                median(&|r| r.2).0,
+                median(&|r| r.3).0,
+                mb(prod_lo),
+                mb(prod_hi),
+                mb(cons_lo),
+                mb(cons_hi),
+                repeat
             );
         }
     }
@@ -380,8 +398,18 @@ fn main() -> Result<()> {
         if !run("latency") {
             break;
         }
-        let (p50, p99) = latency_run(broker.port, &format!("latency-{acks}"), acks, 50_000, 10)?;
-        println!("produce latency at 50k records/s, 1 KiB, acks={acks}: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+        let mut runs = Vec::new();
+        for i in 0..repeat {
+            runs.push(latency_run(broker.port, &format!("latency-{acks}-{i}"), acks, 50_000, 10)?);
+        }
+        runs.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let (p50, p99) = runs[runs.len() / 2];
+        let all: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.1)).collect();
+        println!(
+            "produce latency at 50k records/s, 1 KiB, acks={acks}: p50 {p50:.2} ms, p99 {p99:.2} ms (median run; p99 of each: {})",
+            all.join(", ")
+        );
     }
     if run("disk") {
         let (p50, p99) = disk_run(&broker.dir, 10)?;
