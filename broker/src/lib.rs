@@ -7,6 +7,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod http;
 pub mod retention;
 pub mod server;

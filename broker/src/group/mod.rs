@@ -1,0 +1,3 @@
+//! Consumer groups: the coordinator's logic ([`coordinator`]).
+
+pub mod coordinator;
