@@ -35,6 +35,11 @@ fn blob_entry(index: u64, parts: &[&[u8]]) -> Entry<BlobTypes> {
     Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(Payload(blobs)) }
 }
 
+/// A log store with segment files, as partitions have, opened (and repaired) on `db`.
+fn blob_store(db: &std::sync::Arc<Db>, group: u64) -> RaftLogStore<BlobTypes> {
+    RaftLogStore::with_segments(db.clone(), group, Segments::open(db.segments_dir(group)).unwrap()).unwrap()
+}
+
 fn payload_of(entry: &Entry<BlobTypes>) -> Vec<Vec<u8>> {
     match &entry.payload {
         EntryPayload::Normal(p) => p.0.iter().map(|b| b.bytes.to_vec()).collect(),
@@ -164,8 +169,7 @@ async fn blobs_live_in_segment_files_and_come_back_after_reopen() {
     let db = Db::open(dir.path()).unwrap();
     let stored = db.rocks().get_cf(db.cf(crate::Cf::RaftLog), crate::key(7, 2)).unwrap().unwrap();
     assert!(!stored.windows(5).any(|w| w == b"three"));
-    let mut store =
-        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
+    let mut store = blob_store(&db, 7);
     let got = store.try_get_log_entries(1..3).await.unwrap();
     assert_eq!(payload_of(&got[0]), vec![b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(payload_of(&got[1]), vec![b"three".to_vec()]);
@@ -176,9 +180,7 @@ async fn entries_whose_bytes_were_lost_are_dropped_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Db::open(dir.path()).unwrap();
-        let mut store =
-            RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
-                .unwrap();
+        let mut store = blob_store(&db, 7);
         let entries: Vec<_> = (1..=4).map(|i| blob_entry(i, &[b"0123456789"])).collect();
         store.blocking_append(entries).await.unwrap();
         store.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 2))).await.unwrap();
@@ -191,8 +193,7 @@ async fn entries_whose_bytes_were_lost_are_dropped_at_open() {
     let path = dir.path().join("segments/7").join(format!("{:020}.log", 1));
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(third.pos + 10).unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let mut store =
-        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
+    let mut store = blob_store(&db, 7);
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id.map(|l| l.index), Some(2), "entries 3 and 4 are gone");
     assert_eq!(store.try_get_log_entries(1..10).await.unwrap().len(), 2);
@@ -203,9 +204,7 @@ async fn entries_synced_to_segments_but_not_indexed_are_found_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Db::open(dir.path()).unwrap();
-        let mut store =
-            RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
-                .unwrap();
+        let mut store = blob_store(&db, 7);
         let entries: Vec<_> = (1..=5).map(|i| blob_entry(i, &[format!("payload {i}").as_bytes()])).collect();
         store.blocking_append(entries).await.unwrap();
         // The index entries of 3..5 were still in the WAL, unsynced, when the machine
@@ -215,8 +214,7 @@ async fn entries_synced_to_segments_but_not_indexed_are_found_at_open() {
         db.write(wb, Durability::Wal).unwrap();
     }
     let db = Db::open(dir.path()).unwrap();
-    let mut store =
-        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
+    let mut store = blob_store(&db, 7);
     let got = store.try_get_log_entries(1..10).await.unwrap();
     assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     assert_eq!(payload_of(&got[4]), vec![b"payload 5".to_vec()]);
@@ -230,9 +228,7 @@ async fn truncated_entries_do_not_come_back_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Db::open(dir.path()).unwrap();
-        let mut store =
-            RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap())
-                .unwrap();
+        let mut store = blob_store(&db, 7);
         let entries: Vec<_> = (1..=4).map(|i| blob_entry(i, &[b"old"])).collect();
         store.blocking_append(entries).await.unwrap();
         store.truncate(LogId::new(CommittedLeaderId::new(1, 1), 3)).await.unwrap();
@@ -242,8 +238,7 @@ async fn truncated_entries_do_not_come_back_at_open() {
         assert_eq!(got.iter().map(payload_of).collect::<Vec<_>>(), vec![vec![b"old".to_vec()], vec![b"new".to_vec()]]);
     }
     let db = Db::open(dir.path()).unwrap();
-    let mut store =
-        RaftLogStore::<BlobTypes>::with_segments(db.clone(), 7, Segments::open(db.segments_dir(7)).unwrap()).unwrap();
+    let mut store = blob_store(&db, 7);
     let got = store.try_get_log_entries(1..10).await.unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(payload_of(&got[2]), vec![b"new".to_vec()]);

@@ -540,21 +540,12 @@ impl Coordinator {
                 errors.push(None);
                 continue;
             }
-            match group.members.remove(&id) {
-                Some(m) => {
-                    if let Some(instance) = &m.instance_id {
-                        group.statics.remove(instance);
-                    }
-                    if let Some(w) = m.join_waiter {
-                        replies.push(Reply::Join(w, JoinResponse::error(ResponseError::UnknownMemberId, &id)));
-                    }
-                    if let Some(w) = m.sync_waiter {
-                        replies.push(Reply::Sync(w, SyncResponse::error(ResponseError::UnknownMemberId)));
-                    }
-                    errors.push(None);
-                    any = true;
-                }
-                None => errors.push(Some(ResponseError::UnknownMemberId)),
+            if group.members.contains_key(&id) {
+                remove_member(group, &id, &mut replies);
+                errors.push(None);
+                any = true;
+            } else {
+                errors.push(Some(ResponseError::UnknownMemberId));
             }
         }
         if any {
@@ -741,16 +732,21 @@ fn remove_member(group: &mut Group, id: &str, replies: &mut Vec<Reply>) {
     }
 }
 
+/// The last member is gone: the group is Empty, its generation over.
+fn become_empty(group: &mut Group) {
+    if group.state != State::Empty {
+        group.generation += 1;
+    }
+    group.state = State::Empty;
+    group.leader = None;
+    group.protocol = None;
+    group.protocol_type = None;
+}
+
 /// After members left: an empty group is Empty; otherwise the rest rebalance.
 fn after_departure(group: &mut Group, now: Ms) -> Vec<Reply> {
     if group.members.is_empty() {
-        if group.state != State::Empty {
-            group.generation += 1;
-        }
-        group.state = State::Empty;
-        group.leader = None;
-        group.protocol = None;
-        group.protocol_type = None;
+        become_empty(group);
         return Vec::new();
     }
     let mut replies = Vec::new();
@@ -780,11 +776,7 @@ fn maybe_complete_join(group: &mut Group, now: Ms) -> Vec<Reply> {
 /// Starts the next generation and answers every waiting join.
 fn complete_join(group: &mut Group, now: Ms) -> Vec<Reply> {
     if group.members.is_empty() {
-        group.generation += 1;
-        group.state = State::Empty;
-        group.leader = None;
-        group.protocol = None;
-        group.protocol_type = None;
+        become_empty(group);
         return Vec::new();
     }
     group.generation += 1;
