@@ -36,12 +36,14 @@ pub enum Cf {
     TimeIndex,
     /// `(group, tag)` -> state machine values.
     State,
+    /// `(group, consumer group, topic, partition)` -> committed offset.
+    Offsets,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 5] = [Cf::RaftLog, Cf::RaftMeta, Cf::PartitionLog, Cf::TimeIndex, Cf::State];
+    pub const ALL: [Cf; 6] = [Cf::RaftLog, Cf::RaftMeta, Cf::PartitionLog, Cf::TimeIndex, Cf::State, Cf::Offsets];
     /// The column families state machines write with [`Durability::Replayable`].
-    pub const REPLAYABLE: [Cf; 3] = [Cf::PartitionLog, Cf::TimeIndex, Cf::State];
+    pub const REPLAYABLE: [Cf; 4] = [Cf::PartitionLog, Cf::TimeIndex, Cf::State, Cf::Offsets];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,6 +52,7 @@ impl Cf {
             Cf::PartitionLog => "partition_log",
             Cf::TimeIndex => "time_index",
             Cf::State => "state",
+            Cf::Offsets => "offsets",
         }
     }
 }

@@ -8,6 +8,7 @@
 //!   timestamp index behind ListOffsets by time.
 //! - [`segments`]: the files that hold a partition's produced bytes, written once; the
 //!   raft log and the partition log both point into them.
+//! - [`offsets`]: consumer group offsets, kept by the offsets topic's state machines.
 //! - [`state`]: small per-group values (state machine metadata) kept beside the data they
 //!   describe so both change in one atomic write.
 //!
@@ -16,6 +17,7 @@
 
 pub mod db;
 pub mod error;
+pub mod offsets;
 pub mod partition_log;
 pub mod raft_log;
 pub mod segments;
@@ -23,6 +25,7 @@ pub mod state;
 
 pub use db::{Cf, Db, Durability};
 pub use error::Error;
+pub use offsets::{CommittedOffset, OffsetStore};
 pub use partition_log::{BatchInfo, PartitionLog, RecordsLoc, StoredBatch};
 pub use raft_log::RaftLogStore;
 pub use segments::{Blob, BlobLoc, HasBlobs, Segments};

@@ -275,3 +275,44 @@ async fn segment_files_go_once_nothing_refers_into_them() {
     names.sort();
     assert_eq!(names[0], format!("{:020}.log", 5));
 }
+
+#[test]
+fn offsets_are_kept_per_consumer_group_and_survive_a_reopen() {
+    use crate::{CommittedOffset, OffsetStore};
+    let dir = tempfile::tempdir().unwrap();
+    let committed =
+        |offset| CommittedOffset { offset, leader_epoch: 3, metadata: format!("m{offset}"), commit_timestamp: 7 };
+    {
+        let db = Db::open(dir.path()).unwrap();
+        let (one, two) = (OffsetStore::new(db.clone(), 1), OffsetStore::new(db.clone(), 2));
+        let mut wb = WriteBatch::default();
+        one.put(&mut wb, "a", "orders", 0, &committed(10)).unwrap();
+        one.put(&mut wb, "a", "orders", 1, &committed(11)).unwrap();
+        one.put(&mut wb, "a", "payments", 0, &committed(12)).unwrap();
+        // Names that share a prefix, and another raft group, stay apart.
+        one.put(&mut wb, "ab", "orders", 0, &committed(20)).unwrap();
+        two.put(&mut wb, "a", "orders", 0, &committed(30)).unwrap();
+        db.write(wb, Durability::Replayable).unwrap();
+        db.flush_memtables().unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    let one = OffsetStore::new(db.clone(), 1);
+    let listed = one.list("a").unwrap();
+    assert_eq!(
+        listed.iter().map(|(t, p, o)| (t.as_str(), *p, o.offset)).collect::<Vec<_>>(),
+        vec![("orders", 0, 10), ("orders", 1, 11), ("payments", 0, 12)]
+    );
+    assert_eq!(one.get("a", "orders", 1).unwrap(), Some(committed(11)));
+    assert_eq!(one.get("a", "orders", 9).unwrap(), None);
+    assert_eq!(OffsetStore::new(db.clone(), 2).get("a", "orders", 0).unwrap().unwrap().offset, 30);
+
+    let mut wb = WriteBatch::default();
+    one.delete(&mut wb, "a", "orders", 0);
+    db.write(wb, Durability::Replayable).unwrap();
+    assert_eq!(one.list("a").unwrap().len(), 2);
+    let mut wb = WriteBatch::default();
+    one.delete_group(&mut wb, "a");
+    db.write(wb, Durability::Replayable).unwrap();
+    assert!(one.list("a").unwrap().is_empty());
+    assert_eq!(one.list("ab").unwrap().len(), 1, "a group whose name extends another's is untouched");
+}

@@ -194,6 +194,7 @@ fn destroy_group(db: &Arc<Db>, group: GroupId) -> Result<(), storage::Error> {
     let mut wb = rocksdb::WriteBatch::default();
     PartitionLog::new(db.clone(), group, segments.clone()).destroy(&mut wb);
     StateStore::new(db.clone(), group).delete_all(&mut wb);
+    storage::OffsetStore::new(db.clone(), group).destroy(&mut wb);
     db.write(wb, storage::Durability::Wal)?;
     RaftLogStore::<PartitionTypes>::new(db.clone(), group).destroy()?;
     // Last: until the index entries are gone, readers may still look into the files.

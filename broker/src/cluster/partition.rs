@@ -12,7 +12,10 @@ use openraft::{BasicNode, LogId, Raft};
 use protocol::batch::{self, BatchHeader};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
-use storage::{Blob, Db, GroupId, HasBlobs, PartitionLog, RaftLogStore, RecordsLoc, Segments, StateStore};
+use storage::{
+    Blob, CommittedOffset, Db, GroupId, HasBlobs, OffsetStore, PartitionLog, RaftLogStore, RecordsLoc, Segments,
+    StateStore,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{Machine, StateMachine};
@@ -28,13 +31,18 @@ pub enum PartitionCmd {
     Produce { batches: Vec<Blob>, now_ms: i64, log_append_time: bool },
     /// Move the log start offset forward (retention, DeleteRecords).
     AdvanceLogStart { offset: i64 },
+    /// Consumer group offsets (on a partition of the offsets topic, the group's
+    /// coordinator): set, as OffsetCommit sends them.
+    CommitOffsets { group: String, offsets: Vec<(String, i32, CommittedOffset)> },
+    /// Drop some of a consumer group's offsets (OffsetDelete), or all (DeleteGroups).
+    DeleteOffsets { group: String, partitions: Option<Vec<(String, i32)>> },
 }
 
 impl HasBlobs for PartitionCmd {
     fn blobs_mut(&mut self) -> &mut [Blob] {
         match self {
             PartitionCmd::Produce { batches, .. } => batches,
-            PartitionCmd::AdvanceLogStart { .. } => &mut [],
+            _ => &mut [],
         }
     }
 }
@@ -79,6 +87,7 @@ impl Default for Offsets {
 /// The partition's state machine logic.
 pub struct PartitionMachine {
     log: PartitionLog,
+    offsets_store: OffsetStore,
     offsets: Offsets,
     publish: watch::Sender<Offsets>,
 }
@@ -172,6 +181,25 @@ impl Machine for PartitionMachine {
             PartitionCmd::AdvanceLogStart { offset } => {
                 PartitionResp::LogStart(self.advance_log_start(wb, log_id.index, offset))
             }
+            PartitionCmd::CommitOffsets { group, offsets } => {
+                for (topic, partition, offset) in &offsets {
+                    if let Err(e) = self.offsets_store.put(wb, &group, topic, *partition, offset) {
+                        tracing::error!(group, error = %e, "cannot store committed offset");
+                    }
+                }
+                PartitionResp::Empty
+            }
+            PartitionCmd::DeleteOffsets { group, partitions } => {
+                match partitions {
+                    Some(partitions) => {
+                        for (topic, partition) in &partitions {
+                            self.offsets_store.delete(wb, &group, topic, *partition);
+                        }
+                    }
+                    None => self.offsets_store.delete_group(wb, &group),
+                }
+                PartitionResp::Empty
+            }
         }
     }
 
@@ -219,6 +247,8 @@ pub struct Partition {
     pub index: i32,
     pub raft: Raft<PartitionTypes>,
     pub log: PartitionLog,
+    /// Consumer group offsets this partition keeps (offsets topic partitions only).
+    pub offsets_store: OffsetStore,
     offsets: watch::Receiver<Offsets>,
     produce: mpsc::Sender<ProduceJob>,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
@@ -251,7 +281,13 @@ impl Partition {
         let segments = Segments::open(db.segments_dir(group))?;
         let log = PartitionLog::new(db.clone(), group, segments.clone());
         let (publish, offsets) = watch::channel(Offsets::default());
-        let machine = PartitionMachine { log: log.clone(), offsets: Offsets::default(), publish };
+        let offsets_store = OffsetStore::new(db.clone(), group);
+        let machine = PartitionMachine {
+            log: log.clone(),
+            offsets_store: offsets_store.clone(),
+            offsets: Offsets::default(),
+            publish,
+        };
         let sm = StateMachine::open(db.clone(), StateStore::new(db.clone(), group), machine)?;
         // Nothing is applied yet, so what is stored is what was flushed: files below the
         // first batch, or below the next entry to apply, hold nothing live.
@@ -273,6 +309,7 @@ impl Partition {
             index,
             raft: raft.clone(),
             log,
+            offsets_store,
             offsets,
             produce: tx,
             waiting_fetches: Default::default(),
@@ -325,6 +362,33 @@ impl Partition {
             },
             Err(e) => Err(raft_write_code(&e)),
         }
+    }
+
+    /// Writes a consumer group's offsets through raft; they are readable from
+    /// `offsets_store` once this returns.
+    pub async fn commit_offsets(
+        &self,
+        group: String,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<(), ResponseError> {
+        self.raft
+            .client_write(PartitionCmd::CommitOffsets { group, offsets })
+            .await
+            .map(|_| ())
+            .map_err(|e| raft_write_code(&e))
+    }
+
+    /// Deletes some of a consumer group's offsets, or all of them, through raft.
+    pub async fn delete_offsets(
+        &self,
+        group: String,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<(), ResponseError> {
+        self.raft
+            .client_write(PartitionCmd::DeleteOffsets { group, partitions })
+            .await
+            .map(|_| ())
+            .map_err(|e| raft_write_code(&e))
     }
 
     /// Whether this node leads the partition now.

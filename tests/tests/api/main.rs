@@ -5,3 +5,4 @@ mod t20_bad_input;
 mod t30_admin;
 mod t40_restart_retention;
 mod t50_http;
+mod t60_group_offsets;
