@@ -40,6 +40,10 @@ pub struct Config {
     pub message_max_bytes: i64,
     #[serde(alias = "log.message.timestamp.type")]
     pub log_message_timestamp_type: String,
+    /// Partitions of `__consumer_offsets`, made on the first FindCoordinator. Fixed once
+    /// made: a group's coordinator is the partition its id hashes to.
+    #[serde(alias = "offsets.topic.num.partitions")]
+    pub offsets_topic_num_partitions: u32,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             log_cleanup_policy: "delete".into(),
             message_max_bytes: 1_048_588,
             log_message_timestamp_type: "CreateTime".into(),
+            offsets_topic_num_partitions: 50,
         }
     }
 }
@@ -104,6 +109,13 @@ impl Config {
         }
         if self.num_partitions == 0 {
             return Err(invalid("num_partitions", &self.num_partitions, "must be at least 1"));
+        }
+        if self.offsets_topic_num_partitions == 0 {
+            return Err(invalid(
+                "offsets_topic_num_partitions",
+                &self.offsets_topic_num_partitions,
+                "must be at least 1",
+            ));
         }
         if self.socket_request_max_bytes < 1024 {
             return Err(invalid("socket_request_max_bytes", &self.socket_request_max_bytes, "must be at least 1024"));

@@ -86,12 +86,10 @@ impl Server {
         }
         // Raft's tasks end a moment after their groups shut down; the database closes (and
         // releases its lock) when the last of them lets go.
-        let db = Arc::downgrade(&self.node.db);
+        let mut closed = self.node.db.closed();
         drop(self.node);
-        while db.strong_count() > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        if db.strong_count() > 0 {
+        let wait = tokio::time::timeout_at(deadline.into(), async { while closed.changed().await.is_ok() {} });
+        if wait.await.is_err() {
             tracing::warn!("the database is still open after shutdown");
         }
     }

@@ -88,6 +88,8 @@ pub struct Db {
     /// serialises them (holding the number of the last one that completed).
     flushes_started: std::sync::atomic::AtomicU64,
     flush_lock: std::sync::Mutex<u64>,
+    /// Dropped last, after the database has closed: see [`Db::closed`].
+    closed: tokio::sync::watch::Sender<()>,
 }
 
 impl Db {
@@ -149,7 +151,14 @@ impl Db {
             replay_opts,
             flushes_started: Default::default(),
             flush_lock: Default::default(),
+            closed: tokio::sync::watch::channel(()).0,
         }))
+    }
+
+    /// A receiver whose `changed()` fails once the database is closed and its lock
+    /// released (the last handle dropped, the syncer stopped).
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<()> {
+        self.closed.subscribe()
     }
 
     /// The raw database, for reads and iterators.

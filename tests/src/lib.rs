@@ -114,6 +114,9 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
         RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
         RequestKind::DescribeCluster(_) => ApiKey::DescribeCluster,
+        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
+        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
+        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
         other => panic!("no api key mapping for {other:?}"),
     }
 }

@@ -7,8 +7,11 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
 
 use std::sync::Arc;
@@ -35,6 +38,9 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::FindCoordinator,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -75,6 +81,9 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(call, req).await)
         }
         RequestKind::DescribeCluster(req) => ResponseKind::DescribeCluster(describe_cluster::handle(call, req)),
+        RequestKind::FindCoordinator(req) => ResponseKind::FindCoordinator(find_coordinator::handle(call, req).await),
+        RequestKind::OffsetCommit(req) => ResponseKind::OffsetCommit(offset_commit::handle(call, req).await),
+        RequestKind::OffsetFetch(req) => ResponseKind::OffsetFetch(offset_fetch::handle(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection
             // refuses APIs that are not advertised before dispatching.

@@ -34,6 +34,15 @@ pub struct Node {
     reconcile_lock: Mutex<()>,
 }
 
+/// The internal topic whose partitions coordinate consumer groups and keep their offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Java's `String.hashCode` over UTF-16 code units: Kafka places a group with it, and
+/// tools that compute a group's coordinator partition expect the same answer here.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
 /// A refused topic operation: the code and a message for the client.
 pub type AdminError = (ResponseError, String);
 
@@ -151,6 +160,36 @@ impl Node {
         tracing::info!(topic = name, partitions, "topic created");
         self.wait_topic_ready(name).await;
         Ok(())
+    }
+
+    /// The offsets topic partition that coordinates `group` (as Kafka:
+    /// `abs(hashCode(group)) % partitions`), creating the topic on first use.
+    pub async fn coordinator_for(&self, group: &str) -> Result<Arc<Partition>, ResponseError> {
+        let count = match self.metadata().topics.get(OFFSETS_TOPIC) {
+            Some(t) => t.partitions.len(),
+            None => {
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), "104857600".to_string()),
+                ]);
+                match self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, configs).await {
+                    Ok(()) => {}
+                    // Another request made it first.
+                    Err((ResponseError::TopicAlreadyExists, _)) => self.wait_topic_ready(OFFSETS_TOPIC).await,
+                    Err((code, message)) => {
+                        tracing::warn!(%code, message, "cannot create the offsets topic");
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                }
+                self.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len())
+            }
+        };
+        if count == 0 {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let hash = java_string_hash(group);
+        let index = if hash == i32::MIN { 0 } else { hash.abs() } as usize % count;
+        self.partition(OFFSETS_TOPIC, index as i32).ok_or(ResponseError::CoordinatorNotAvailable)
     }
 
     /// Waits (bounded) until every partition of `topic` has a leader.

