@@ -99,9 +99,9 @@ def produce_round(rnd, codec, acks, expected):
 def consumer():
     return Consumer({
         "bootstrap.servers": BOOTSTRAP,
-        # Required by the Python wrapper; offsets are never committed and
-        # partitions are assigned by hand, so no group is ever joined.
-        "group.id": "compat-unused",
+        # Partitions are assigned by hand, so no group is joined; offsets are
+        # committed explicitly, without group management (generation -1).
+        "group.id": "compat-commits",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
@@ -130,7 +130,20 @@ def consume_all(expected):
                 continue
             check(err is None, f"consume {TOPIC}/{msg.partition()}: {err}")
             got[msg.partition()].append(msg)
+    # Commit where each partition ends (FindCoordinator, OffsetCommit), then read the
+    # commits back from another consumer of the group (OffsetFetch).
+    ends = [TopicPartition(TOPIC, p, len(expected[p]), metadata=f"compat-{p}") for p in range(PARTITIONS)]
+    for tp in c.commit(offsets=ends, asynchronous=False):
+        check(tp.error is None, f"commit {TOPIC}/{tp.partition}: {tp.error}")
     c.close()
+    other = consumer()
+    committed = other.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=30)
+    other.close()
+    for tp in committed:
+        check(tp.error is None and tp.offset == len(expected[tp.partition]) and tp.metadata == f"compat-{tp.partition}",
+              f"committed {TOPIC}/{tp.partition}: offset {tp.offset} metadata {tp.metadata!r} error {tp.error}, "
+              f"want {len(expected[tp.partition])} and 'compat-{tp.partition}'")
+    print(f"confluent-kafka: commits of {len(committed)} partitions read back by another consumer")
 
     total = 0
     for p in range(PARTITIONS):
