@@ -117,6 +117,7 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
         RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
         RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         other => panic!("no api key mapping for {other:?}"),
     }
 }

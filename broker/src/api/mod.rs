@@ -11,6 +11,7 @@ pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 
@@ -41,6 +42,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::FindCoordinator,
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
+    ApiKey::OffsetDelete,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -84,6 +86,7 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::FindCoordinator(req) => ResponseKind::FindCoordinator(find_coordinator::handle(call, req).await),
         RequestKind::OffsetCommit(req) => ResponseKind::OffsetCommit(offset_commit::handle(call, req).await),
         RequestKind::OffsetFetch(req) => ResponseKind::OffsetFetch(offset_fetch::handle(call, req).await),
+        RequestKind::OffsetDelete(req) => ResponseKind::OffsetDelete(offset_delete::handle(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection
             // refuses APIs that are not advertised before dispatching.

@@ -204,6 +204,29 @@ mod wire {
             }
             other => panic!("unexpected {other:?}"),
         }
+
+        // OffsetDelete drops one partition's commit; a group without offsets is not found.
+        let delete = |group: &str| {
+            OffsetDeleteRequest::default().with_group_id(GroupId(s(group))).with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("orders")))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(1)
+                    ]),
+            ])
+        };
+        match c.call(0, RequestKind::OffsetDelete(delete("billing"))).await {
+            ResponseKind::OffsetDelete(r) => assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            fetch_v7(&mut c, "billing", "orders", &[0, 1]).await,
+            vec![(42, 4, "first".to_string()), (-1, -1, String::new())]
+        );
+        match c.call(0, RequestKind::OffsetDelete(delete("never"))).await {
+            ResponseKind::OffsetDelete(r) => assert_eq!(r.error_code, ResponseError::GroupIdNotFound.code()),
+            other => panic!("unexpected {other:?}"),
+        }
         server.shutdown().await;
     }
 }

@@ -1,0 +1,63 @@
+//! OffsetDelete: drops some of a group's committed offsets, through raft. A group with no
+//! offsets is GROUP_ID_NOT_FOUND. (Members of a group subscribed to the topic would get
+//! GROUP_SUBSCRIBED_TO_TOPIC; groups cannot be joined here yet, so every group is empty.)
+
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+use kafka_protocol::ResponseError;
+
+use super::Call;
+
+pub async fn handle(call: &Call, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let node = &call.node;
+    let group = req.group_id.0.to_string();
+    let coordinator = match group.is_empty() {
+        true => Err(ResponseError::InvalidGroupId),
+        false => match node.coordinator_for(&group).await {
+            Ok(p) if p.is_leader() => Ok(p),
+            Ok(_) => Err(ResponseError::NotCoordinator),
+            Err(e) => Err(e),
+        },
+    };
+    let p = match coordinator {
+        Ok(p) => p,
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+    };
+    match p.offsets_store.list(&group) {
+        Ok(offsets) if offsets.is_empty() => {
+            return OffsetDeleteResponse::default().with_error_code(ResponseError::GroupIdNotFound.code())
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(group, error = %e, "cannot read committed offsets");
+            return OffsetDeleteResponse::default().with_error_code(ResponseError::UnknownServerError.code());
+        }
+    }
+    let metadata = node.metadata();
+    let mut doomed = Vec::new();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let known = metadata.topics.get(t.name.0.as_str());
+        let mut partitions = Vec::new();
+        for part in t.partitions {
+            let exists = known
+                .is_some_and(|k| part.partition_index >= 0 && (part.partition_index as usize) < k.partitions.len());
+            if exists {
+                doomed.push((t.name.0.to_string(), part.partition_index));
+            }
+            let code = if exists { 0 } else { ResponseError::UnknownTopicOrPartition.code() };
+            partitions.push(
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(part.partition_index)
+                    .with_error_code(code),
+            );
+        }
+        topics.push(OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions));
+    }
+    if !doomed.is_empty() {
+        if let Err(e) = p.delete_offsets(group, Some(doomed)).await {
+            return OffsetDeleteResponse::default().with_error_code(e.code());
+        }
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}
