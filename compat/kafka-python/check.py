@@ -7,6 +7,7 @@ import sys
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -111,6 +112,7 @@ def consume_all(expected):
     check(not extra, f"consume: records past the high watermark: "
                      f"{ {tp.partition: [r.offset for r in rs] for tp, rs in extra.items()} }")
     c.close()
+    check_commits(tps, {tp: len(expected[tp.partition]) for tp in tps})
 
     total = 0
     for p in range(PARTITIONS):
@@ -123,6 +125,24 @@ def consume_all(expected):
             compare(f"{TOPIC}/{p}", offset, w, (rec.key, rec.value, rec.headers, rec.timestamp))
         total += len(recs)
     return total
+
+
+def check_commits(tps, ends):
+    """Commits each partition's end without joining the group (FindCoordinator,
+    OffsetCommit), then reads the commits back from another consumer (OffsetFetch)."""
+    def group_consumer():
+        return KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id="compat-commits", enable_auto_commit=False)
+    c = group_consumer()
+    c.assign(tps)
+    c.commit({tp: OffsetAndMetadata(ends[tp], f"compat-{tp.partition}", -1) for tp in tps})
+    c.close()
+    other = group_consumer()
+    for tp in tps:
+        got = other.committed(tp, metadata=True)
+        check(got is not None and got.offset == ends[tp] and got.metadata == f"compat-{tp.partition}",
+              f"committed {TOPIC}/{tp.partition}: {got}, want offset {ends[tp]} and 'compat-{tp.partition}'")
+    other.close()
+    print(f"kafka-python: commits of {len(tps)} partitions read back by another consumer")
 
 
 def check_list_offsets(expected):
