@@ -44,6 +44,13 @@ pub struct Config {
     /// made: a group's coordinator is the partition its id hashes to.
     #[serde(alias = "offsets.topic.num.partitions")]
     pub offsets_topic_num_partitions: u32,
+    /// How long a new group waits for more members before its first generation.
+    #[serde(alias = "group.initial.rebalance.delay.ms")]
+    pub group_initial_rebalance_delay_ms: u64,
+    #[serde(alias = "group.min.session.timeout.ms")]
+    pub group_min_session_timeout_ms: u64,
+    #[serde(alias = "group.max.session.timeout.ms")]
+    pub group_max_session_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -64,6 +71,9 @@ impl Default for Config {
             message_max_bytes: 1_048_588,
             log_message_timestamp_type: "CreateTime".into(),
             offsets_topic_num_partitions: 50,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
         }
     }
 }

@@ -45,7 +45,7 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: Cancellatio
                         metrics::gauge!("quarry_connections").increment(1.0);
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
-                            r = run_connection(socket, node) => {
+                            r = run_connection(socket, peer, node) => {
                                 if let Err(e) = r {
                                     debug!(error = %e, "connection closed");
                                 }
@@ -75,7 +75,7 @@ pub enum ConnectionError {
     Unsupported { api_key: ApiKey, version: i16 },
 }
 
-async fn run_connection(socket: TcpStream, node: Arc<Node>) -> Result<(), ConnectionError> {
+async fn run_connection(socket: TcpStream, peer: std::net::SocketAddr, node: Arc<Node>) -> Result<(), ConnectionError> {
     let (mut reader, writer) = socket.into_split();
     let (tx, rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_responses(writer, rx));
@@ -115,7 +115,12 @@ async fn run_connection(socket: TcpStream, node: Arc<Node>) -> Result<(), Connec
                     break Err(ConnectionError::Unsupported { api_key: req.api_key, version });
                 }
                 let Request { api_key, header, body } = req;
-                let call = Call { node: node.clone(), version };
+                let call = Call {
+                    node: node.clone(),
+                    version,
+                    client_id: header.client_id.as_deref().unwrap_or("").to_string(),
+                    client_host: format!("/{}", peer.ip()),
+                };
                 let started = Instant::now();
                 let response: BoxFuture<'static, Option<ResponseKind>> = match body {
                     // Queued here, in the read loop, so a client's produce requests keep

@@ -258,16 +258,20 @@ static SYNCER_FAILED: AtomicBool = AtomicBool::new(false);
 /// Makes everything written to `files`, and the WAL if `wal`, durable.
 ///
 /// Each `fdatasync` is a device cache flush, and the device runs them one after another
-/// (measured here: 2 files took 1.6x one, 4 took 2.4x). One or two targets get their own
-/// syncs; from three on, one `syncfs` per filesystem instead (4 files took as long as one
-/// `fdatasync`), at the price of also waiting for whatever else is dirty there. RocksDB
-/// writes its WAL records to the OS on every write, so `syncfs` covers them.
+/// (measured here: 2 files took 1.6x one, 4 took 2.4x). Up to [`SYNCFS_FROM`] - 1 targets
+/// get their own syncs; from there on one `syncfs` per filesystem instead (4 files took as
+/// long as one `fdatasync`), at the price of also waiting for whatever else is dirty there:
+/// measured here, right after a build, one took 860 ms. RocksDB writes its WAL records to
+/// the OS on every write, so `syncfs` covers them.
+/// Targets (files, and the WAL) from which one `syncfs` replaces their separate syncs.
+const SYNCFS_FROM: usize = 16;
+
 fn sync_all(db: &DB, dir: &std::fs::File, files: &[Arc<std::fs::File>], wal: bool) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::io::AsRawFd;
     let wal_err = |e: rocksdb::Error| std::io::Error::other(format!("wal sync failed: {e}"));
     let seg_err = |e: std::io::Error| std::io::Error::other(format!("segment sync failed: {e}"));
-    if files.len() + usize::from(wal) <= 2 {
+    if files.len() + usize::from(wal) < SYNCFS_FROM {
         for f in files {
             f.sync_data().map_err(seg_err)?;
         }

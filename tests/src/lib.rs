@@ -118,6 +118,10 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
         RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
         RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
+        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
+        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
+        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
+        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
         other => panic!("no api key mapping for {other:?}"),
     }
 }

@@ -8,6 +8,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
@@ -43,6 +44,10 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
     ApiKey::OffsetDelete,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -61,6 +66,10 @@ pub fn advertised(key: ApiKey) -> Option<VersionRange> {
 pub struct Call {
     pub node: Arc<Node>,
     pub version: i16,
+    /// The request header's client id ("" if none) and the peer's address as Kafka shows
+    /// it (`/127.0.0.1`): group members are described with them.
+    pub client_id: String,
+    pub client_host: String,
 }
 
 /// Runs one request other than Produce, which the connection hands to
@@ -87,6 +96,10 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::OffsetCommit(req) => ResponseKind::OffsetCommit(offset_commit::handle(call, req).await),
         RequestKind::OffsetFetch(req) => ResponseKind::OffsetFetch(offset_fetch::handle(call, req).await),
         RequestKind::OffsetDelete(req) => ResponseKind::OffsetDelete(offset_delete::handle(call, req).await),
+        RequestKind::JoinGroup(req) => ResponseKind::JoinGroup(groups::join(call, req).await),
+        RequestKind::SyncGroup(req) => ResponseKind::SyncGroup(groups::sync(call, req).await),
+        RequestKind::Heartbeat(req) => ResponseKind::Heartbeat(groups::heartbeat(call, req).await),
+        RequestKind::LeaveGroup(req) => ResponseKind::LeaveGroup(groups::leave(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection
             // refuses APIs that are not advertised before dispatching.

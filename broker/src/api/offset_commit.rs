@@ -1,7 +1,6 @@
 //! OffsetCommit: a group's offsets, written through raft to the offsets topic partition
-//! that coordinates the group. Groups that do not use group management (generation -1,
-//! no member id) commit freely, as in Kafka; members of a generation are checked by the
-//! coordinator once groups can be joined here.
+//! that coordinates the group. Groups without members commit without group management
+//! (generation -1), as in Kafka; members commit in their current generation.
 
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
@@ -19,11 +18,13 @@ pub async fn handle(call: &Call, req: OffsetCommitRequest) -> OffsetCommitRespon
     let group = req.group_id.0.to_string();
     let group_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId)
-    } else if req.generation_id_or_member_epoch >= 0 || !req.member_id.is_empty() {
-        // No member of a generation exists here yet: a commit claiming one is stale.
-        Some(ResponseError::IllegalGeneration)
     } else {
-        None
+        node.groups.check_commit(
+            &group,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id_or_member_epoch,
+        )
     };
     let coordinator = match group_error {
         Some(e) => Err(e),

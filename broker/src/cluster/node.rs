@@ -32,6 +32,9 @@ pub struct Node {
     metadata: watch::Receiver<Arc<Metadata>>,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
     reconcile_lock: Mutex<()>,
+    /// Consumer group membership (JoinGroup and the rest) for the groups led here.
+    pub groups: Arc<crate::group::service::GroupService>,
+    stop_groups: tokio_util::sync::CancellationToken,
 }
 
 /// The internal topic whose partitions coordinate consumer groups and keep their offsets.
@@ -60,6 +63,13 @@ impl Node {
             controller.initialize(members).await?;
         }
         controller.wait(Some(READY_TIMEOUT)).current_leader(config.node_id, "controller leader").await?;
+        let stop_groups = tokio_util::sync::CancellationToken::new();
+        let settings = crate::group::coordinator::Settings {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+        };
+        let groups = crate::group::service::GroupService::start(settings, stop_groups.clone());
         let node = Arc::new(Node {
             config,
             db,
@@ -67,6 +77,8 @@ impl Node {
             metadata,
             partitions: RwLock::new(HashMap::new()),
             reconcile_lock: Mutex::new(()),
+            groups,
+            stop_groups,
         });
         if node.metadata().cluster_id.is_empty() {
             let cluster_id = uuid::Uuid::new_v4().simple().to_string();
@@ -218,6 +230,7 @@ impl Node {
 
     /// Stops every raft group.
     pub async fn shutdown(&self) {
+        self.stop_groups.cancel();
         for p in self.partitions() {
             p.shutdown().await;
         }

@@ -632,6 +632,24 @@ impl Coordinator {
             .min()
     }
 
+    /// Whether an OffsetCommit from this member and generation may be written: groups
+    /// without members take commits without group management (generation < 0); members
+    /// commit in their own generation, not while assignments are being handed out.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Option<ResponseError> {
+        match self.groups.get(group_id) {
+            None => (generation >= 0).then_some(ResponseError::IllegalGeneration),
+            Some(g) if g.state == State::Empty => (generation >= 0).then_some(ResponseError::IllegalGeneration),
+            Some(g) if g.state == State::CompletingRebalance => Some(ResponseError::RebalanceInProgress),
+            Some(g) => check_member(g, member_id, instance_id, generation),
+        }
+    }
+
     /// A group's state, protocol and members, for DescribeGroups.
     pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
         let g = self.groups.get(group_id)?;

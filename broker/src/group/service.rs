@@ -122,6 +122,16 @@ impl GroupService {
         errors
     }
 
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Option<ResponseError> {
+        self.coordinator().check_commit(group, member, instance, generation)
+    }
+
     pub fn describe(&self, group: &str) -> Option<GroupSummary> {
         self.coordinator().describe(group)
     }

@@ -230,3 +230,129 @@ mod wire {
         server.shutdown().await;
     }
 }
+
+mod membership {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+    use tests::requests::*;
+    use tests::*;
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+
+    fn join_req(member: &str) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("members")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(bytes::Bytes::from("m"))])
+    }
+
+    async fn join(c: &mut Client, member: &str) -> JoinGroupResponse {
+        match c.call(9, RequestKind::JoinGroup(join_req(member))).await {
+            ResponseKind::JoinGroup(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_joins_syncs_heartbeats_commits_and_leaves() {
+        let dir = temp_dir();
+        let mut config = test_config(dir.path());
+        config.offsets_topic_num_partitions = 2;
+        config.group_initial_rebalance_delay_ms = 0;
+        let server = start(config).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        assert_eq!(create_topic(&mut c, "events", 1, &[]).await, 0);
+
+        // KIP-394: the first join only hands out a member id.
+        let first = join(&mut c, "").await;
+        assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+        let member = first.member_id.to_string();
+        assert!(!member.is_empty());
+        let joined = join(&mut c, &member).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        assert_eq!(joined.leader.as_str(), member);
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
+        assert_eq!(joined.members.len(), 1);
+
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("members")))
+            .with_generation_id(1)
+            .with_member_id(s(&member))
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&member))
+                .with_assignment(bytes::Bytes::from("events-0"))]);
+        match c.call(5, RequestKind::SyncGroup(sync)).await {
+            ResponseKind::SyncGroup(r) => assert_eq!((r.error_code, r.assignment.as_ref()), (0, &b"events-0"[..])),
+            other => panic!("unexpected {other:?}"),
+        }
+        let beat = |generation| {
+            RequestKind::Heartbeat(
+                HeartbeatRequest::default()
+                    .with_group_id(GroupId(s("members")))
+                    .with_generation_id(generation)
+                    .with_member_id(s(&member)),
+            )
+        };
+        match c.call(4, beat(1)).await {
+            ResponseKind::Heartbeat(r) => assert_eq!(r.error_code, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+        match c.call(4, beat(0)).await {
+            ResponseKind::Heartbeat(r) => assert_eq!(r.error_code, ResponseError::IllegalGeneration.code()),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // Commits: the member in its generation is accepted; one without group management
+        // is not, now that the group has members.
+        let commit = |generation: i32, member: &str| {
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("members")))
+                    .with_generation_id_or_member_epoch(generation)
+                    .with_member_id(s(member))
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("events")))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(5)])]),
+            )
+        };
+        for (generation, who, want) in [(1, member.as_str(), 0), (-1, "", ResponseError::UnknownMemberId.code())] {
+            match c.call(8, commit(generation, who)).await {
+                ResponseKind::OffsetCommit(r) => {
+                    assert_eq!(r.topics[0].partitions[0].error_code, want, "generation {generation}")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        let leave = LeaveGroupRequest::default().with_group_id(GroupId(s("members"))).with_members(vec![
+            leave_group_request::MemberIdentity::default().with_member_id(s(&member)),
+            leave_group_request::MemberIdentity::default().with_member_id(s("stranger")),
+        ]);
+        match c.call(4, RequestKind::LeaveGroup(leave)).await {
+            ResponseKind::LeaveGroup(r) => {
+                let codes: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+                assert_eq!(codes, vec![0, ResponseError::UnknownMemberId.code()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The group is empty again: commits without group management are back.
+        match c.call(8, commit(-1, "")).await {
+            ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+        server.shutdown().await;
+    }
+}
