@@ -253,11 +253,65 @@ def check_admin(admin):
         time.sleep(0.2)
 
 
+def check_group(admin):
+    """Two members subscribe to a 6-partition topic: each gets 3 partitions, every record
+    is consumed once, and the offsets they commit are where the partitions end."""
+    import threading
+    topic, parts, per = "confluent-group", 6, 50
+    create_topic(admin, topic, parts)
+    p = Producer({"bootstrap.servers": BOOTSTRAP})
+    for i in range(parts * per):
+        p.produce(topic, key=str(i), value=str(i), partition=i % parts)
+    p.flush(30)
+    seen, assigned, errors = {}, {}, []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def member(name):
+        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "confluent-group", "client.id": name,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            with lock:
+                assigned[name] = sorted(tp.partition for tp in c.assignment())
+                if m is not None and m.error() is None:
+                    seen.setdefault((m.partition(), m.offset()), []).append(name)
+                elif m is not None:
+                    errors.append(f"{name}: {m.error()}")
+                if len(seen) == parts * per and len(assigned) == 2 and all(len(a) == 3 for a in assigned.values()):
+                    done.set()
+        c.commit(asynchronous=False)
+        c.close()
+
+    threads = [threading.Thread(target=member, args=(n,)) for n in ("m1", "m2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors, f"group consumers: {errors[:3]}")
+    check(done.is_set(), f"group: {len(seen)} of {parts * per} records, assignments {assigned}")
+    check(sorted(assigned["m1"] + assigned["m2"]) == list(range(parts)), f"group assignments {assigned}")
+    dups = [k for k, v in seen.items() if len(v) > 1]
+    check(not dups, f"group: records consumed twice: {dups[:5]}")
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "confluent-group"})
+    committed = c.committed([TopicPartition(topic, i) for i in range(parts)], timeout=30)
+    c.close()
+    check(all(tp.offset == per for tp in committed), f"group commits {[(tp.partition, tp.offset) for tp in committed]}")
+    print(f"{CLIENT}: group of 2 on {parts} partitions: {assigned}, {len(seen)} records once, commits at the end")
+
+
 def main():
     # log_level 4 hides librdkafka's notice about the partition count change.
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
     run_client_checks(CLIENT, TOPIC, PARTITIONS, ROUNDS, admin, create_topic, produce_round, consume_all,
                       check_list_offsets, check_tail, check_admin)
+    try:
+        check_group(admin)
+    except CheckFailed as e:
+        print(f"{CLIENT}: FAIL: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
