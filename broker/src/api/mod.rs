@@ -147,8 +147,10 @@ mod tests {
     }
 
     #[test]
-    fn produce_is_advertised_from_zero() {
+    fn produce_is_advertised_from_zero_and_unimplemented_apis_not_at_all() {
         assert_eq!(advertised(ApiKey::Produce).unwrap().min, 0);
-        assert!(advertised(ApiKey::JoinGroup).is_none());
+        assert_eq!(advertised(ApiKey::JoinGroup).unwrap().min, ApiKey::JoinGroup.valid_versions().min);
+        assert!(advertised(ApiKey::InitProducerId).is_none());
+        assert!(advertised(ApiKey::DescribeGroups).is_none());
     }
 }
