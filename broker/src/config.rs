@@ -120,6 +120,13 @@ impl Config {
         if self.num_partitions == 0 {
             return Err(invalid("num_partitions", &self.num_partitions, "must be at least 1"));
         }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(invalid(
+                "group_min_session_timeout_ms",
+                &self.group_min_session_timeout_ms,
+                "must not exceed group_max_session_timeout_ms",
+            ));
+        }
         if self.offsets_topic_num_partitions == 0 {
             return Err(invalid(
                 "offsets_topic_num_partitions",
@@ -197,5 +204,17 @@ mod tests {
     fn bad_default_topic_config_is_rejected() {
         let c = Config { log_message_timestamp_type: "Wallclock".into(), ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("log_message_timestamp_type"));
+    }
+
+    #[test]
+    fn group_settings_take_kafka_names_and_are_checked() {
+        let c: Config =
+            toml::from_str("\"group.initial.rebalance.delay.ms\" = 0\noffsets_topic_num_partitions = 3\n").unwrap();
+        assert_eq!((c.group_initial_rebalance_delay_ms, c.offsets_topic_num_partitions), (0, 3));
+        let c =
+            Config { group_min_session_timeout_ms: 60_000, group_max_session_timeout_ms: 6_000, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("group_min_session_timeout_ms"));
+        let c = Config { offsets_topic_num_partitions: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("offsets_topic_num_partitions"));
     }
 }
