@@ -72,7 +72,7 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(error: ResponseError, member_id: &str) -> JoinResponse {
+    pub fn error(error: ResponseError, member_id: &str) -> JoinResponse {
         JoinResponse {
             error: Some(error),
             generation_id: -1,
@@ -107,7 +107,7 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    fn error(error: ResponseError) -> SyncResponse {
+    pub fn error(error: ResponseError) -> SyncResponse {
         SyncResponse { error: Some(error), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
     }
 }
@@ -571,6 +571,10 @@ impl Coordinator {
                         replies.extend(complete_join(group, now));
                     } else {
                         replies.extend(maybe_complete_join(group, now));
+                        if now >= group.join_not_before {
+                            // The new group's delay is over: only the join deadline is left.
+                            group.join_not_before = 0;
+                        }
                     }
                 }
                 State::CompletingRebalance if now >= group.sync_deadline => {
@@ -621,12 +625,23 @@ impl Coordinator {
         self.groups
             .values()
             .flat_map(|g| {
+                // Exactly what `tick` acts on, so no deadline it would ignore (and that stays
+                // in the past) makes the caller tick again at once.
                 let phase = match g.state {
-                    State::PreparingRebalance => Some(g.join_deadline.min(g.join_not_before.max(1))),
+                    State::PreparingRebalance if g.join_not_before > 0 => Some(g.join_deadline.min(g.join_not_before)),
+                    State::PreparingRebalance => Some(g.join_deadline),
                     State::CompletingRebalance => Some(g.sync_deadline),
                     _ => None,
                 };
-                let sessions = g.members.values().map(|m| m.last_heard + m.session_timeout_ms);
+                let sessions = matches!(g.state, State::Stable | State::CompletingRebalance)
+                    .then(|| {
+                        g.members
+                            .values()
+                            .filter(|m| m.sync_waiter.is_none())
+                            .map(|m| m.last_heard + m.session_timeout_ms)
+                    })
+                    .into_iter()
+                    .flatten();
                 phase.into_iter().chain(sessions).chain(g.pending.values().copied())
             })
             .min()

@@ -77,27 +77,21 @@ impl GroupService {
         };
         self.deliver(replies);
         self.changed.notify_one();
-        let reply = rx.await.ok();
-        reply
+        rx.await.ok()
     }
 
     pub async fn join(&self, req: JoinRequest) -> JoinResponse {
         let member = req.member_id.clone();
         match self.call(|c, now, w| c.join(now, w, req)).await {
             Some(Reply::Join(_, resp)) => resp,
-            _ => join_failed(&member),
+            _ => JoinResponse::error(ResponseError::CoordinatorNotAvailable, &member),
         }
     }
 
     pub async fn sync(&self, req: SyncRequest) -> SyncResponse {
         match self.call(|c, now, w| c.sync(now, w, req)).await {
             Some(Reply::Sync(_, resp)) => resp,
-            _ => SyncResponse {
-                error: Some(ResponseError::CoordinatorNotAvailable),
-                protocol_type: None,
-                protocol_name: None,
-                assignment: Default::default(),
-            },
+            _ => SyncResponse::error(ResponseError::CoordinatorNotAvailable),
         }
     }
 
@@ -138,19 +132,6 @@ impl GroupService {
 
     pub fn list(&self) -> Vec<(String, State, String)> {
         self.coordinator().list()
-    }
-}
-
-fn join_failed(member: &str) -> JoinResponse {
-    JoinResponse {
-        error: Some(ResponseError::CoordinatorNotAvailable),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        member_id: member.to_string(),
-        members: Vec::new(),
-        skip_assignment: false,
     }
 }
 

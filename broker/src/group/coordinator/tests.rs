@@ -80,6 +80,7 @@ fn a_new_group_waits_the_initial_delay_then_makes_the_first_member_leader() {
     assert!(replies.is_empty(), "the join waits for more members");
     assert_eq!(c.describe("g").unwrap().state, State::PreparingRebalance);
     assert!(c.tick(50).is_empty());
+    assert_eq!(c.next_deadline(), Some(100));
     let replies = c.tick(100);
     let resp = join_reply(&replies, 1).expect("answered at the end of the delay");
     assert_eq!(resp.error, None);
@@ -158,6 +159,9 @@ fn a_member_that_does_not_rejoin_in_time_is_dropped_from_the_rebalance() {
     let a = stable_single(&mut c);
     let (_b, replies) = join_new(&mut c, 0, 3, &["range"]);
     assert!(replies.is_empty());
+    // Nothing is due before the join phase ends: A's session does not count while the
+    // group waits for rejoins.
+    assert_eq!(c.next_deadline(), Some(REBALANCE));
     // A never rejoins (nor heartbeats): the join phase ends at the rebalance timeout.
     let replies = c.tick(REBALANCE);
     let resp = join_reply(&replies, 3).unwrap();
