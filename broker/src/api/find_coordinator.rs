@@ -18,12 +18,14 @@ pub async fn handle(call: &Call, req: FindCoordinatorRequest) -> FindCoordinator
     let mut coordinators = Vec::new();
     for key in keys {
         let found = match req.key_type {
-            GROUP if key.is_empty() => Err((ResponseError::InvalidRequest, "the group id is empty")),
-            GROUP => match node.coordinator_for(&key).await {
-                Ok(p) if p.is_leader() => Ok(()),
-                Ok(_) => Err((ResponseError::NotCoordinator, "this node does not lead the group's partition")),
-                Err(code) => Err((code, "the offsets topic is not available")),
-            },
+            GROUP => node.coordinator_for(&key).await.map(|_| ()).map_err(|code| {
+                let why = match code {
+                    ResponseError::InvalidGroupId => "the group id is empty",
+                    ResponseError::NotCoordinator => "this node does not lead the group's partition",
+                    _ => "the offsets topic is not available",
+                };
+                (code, why)
+            }),
             _ => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported")),
         };
         coordinators.push(match found {

@@ -16,23 +16,17 @@ pub async fn handle(call: &Call, req: OffsetCommitRequest) -> OffsetCommitRespon
     let node = &call.node;
     let metadata = node.metadata();
     let group = req.group_id.0.to_string();
-    let group_error = if group.is_empty() {
-        Some(ResponseError::InvalidGroupId)
-    } else {
-        node.groups.check_commit(
+    let coordinator = match node.coordinator_for(&group).await {
+        Ok(p) => match node.groups.check_commit(
             &group,
             &req.member_id,
             req.group_instance_id.as_deref(),
             req.generation_id_or_member_epoch,
-        )
-    };
-    let coordinator = match group_error {
-        Some(e) => Err(e),
-        None => match node.coordinator_for(&group).await {
-            Ok(p) if p.is_leader() => Ok(p),
-            Ok(_) => Err(ResponseError::NotCoordinator),
-            Err(e) => Err(e),
+        ) {
+            Some(e) => Err(e),
+            None => Ok(p),
         },
+        Err(e) => Err(e),
     };
 
     // Per partition: the error it gets, or its place in the one raft write.

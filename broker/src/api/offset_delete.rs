@@ -11,15 +11,7 @@ use super::Call;
 pub async fn handle(call: &Call, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let node = &call.node;
     let group = req.group_id.0.to_string();
-    let coordinator = match group.is_empty() {
-        true => Err(ResponseError::InvalidGroupId),
-        false => match node.coordinator_for(&group).await {
-            Ok(p) if p.is_leader() => Ok(p),
-            Ok(_) => Err(ResponseError::NotCoordinator),
-            Err(e) => Err(e),
-        },
-    };
-    let p = match coordinator {
+    let p = match node.coordinator_for(&group).await {
         Ok(p) => p,
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };

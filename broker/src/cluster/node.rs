@@ -175,8 +175,13 @@ impl Node {
     }
 
     /// The offsets topic partition that coordinates `group` (as Kafka:
-    /// `abs(hashCode(group)) % partitions`), creating the topic on first use.
+    /// `abs(hashCode(group)) % partitions`), creating the topic on first use. Errors are
+    /// what a group request answers: INVALID_GROUP_ID for an empty id, NOT_COORDINATOR if
+    /// another node leads the partition, COORDINATOR_NOT_AVAILABLE without the topic.
     pub async fn coordinator_for(&self, group: &str) -> Result<Arc<Partition>, ResponseError> {
+        if group.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
         let count = match self.metadata().topics.get(OFFSETS_TOPIC) {
             Some(t) => t.partitions.len(),
             None => {
@@ -201,7 +206,11 @@ impl Node {
         }
         let hash = java_string_hash(group);
         let index = if hash == i32::MIN { 0 } else { hash.abs() } as usize % count;
-        self.partition(OFFSETS_TOPIC, index as i32).ok_or(ResponseError::CoordinatorNotAvailable)
+        match self.partition(OFFSETS_TOPIC, index as i32) {
+            Some(p) if p.is_leader() => Ok(p),
+            Some(_) => Err(ResponseError::NotCoordinator),
+            None => Err(ResponseError::CoordinatorNotAvailable),
+        }
     }
 
     /// Waits (bounded) until every partition of `topic` has a leader.
