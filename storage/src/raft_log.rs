@@ -37,6 +37,14 @@ pub struct RaftLogStore<C: RaftTypeConfig> {
     _config: PhantomData<C>,
 }
 
+fn payload_bytes<C>(entry: &mut openraft::Entry<C>) -> usize
+where
+    C: RaftTypeConfig,
+    C::D: HasBlobs,
+{
+    blobs_of(entry).iter().map(|b| b.bytes.len()).sum()
+}
+
 /// Most entries, and payload bytes, kept in [`RaftLogStore`]'s recent entries.
 const RECENT_ENTRIES: usize = 64;
 const RECENT_BYTES: usize = 64 << 20;
@@ -171,6 +179,27 @@ where
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Keeps just-appended entries (payloads included) for reads that follow: only a run
+    /// that continues the one kept, within [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
+    fn remember(&self, appended: Vec<C::Entry>) {
+        let Some(first) = appended.first().map(|e| e.get_log_id().index) else { return };
+        let mut recent = self.recent();
+        let (entries, bytes) = &mut *recent;
+        if entries.back().map(|e| e.get_log_id().index + 1) != Some(first) {
+            entries.clear();
+            *bytes = 0;
+        }
+        for mut entry in appended {
+            *bytes += payload_bytes(&mut entry);
+            entries.push_back(entry);
+        }
+        while entries.len() > RECENT_ENTRIES || (*bytes > RECENT_BYTES && entries.len() > 1) {
+            if let Some(mut e) = entries.pop_front() {
+                *bytes -= payload_bytes(&mut e);
+            }
+        }
+    }
+
     /// Drops the recent entries `drop` says to.
     fn forget_recent(&self, mut drop: impl FnMut(u64) -> bool) {
         let mut recent = self.recent();
@@ -178,7 +207,7 @@ where
         entries.retain_mut(|e| {
             let gone = drop(e.get_log_id().index);
             if gone {
-                *bytes -= blobs_of(e).iter().map(|b| b.bytes.len()).sum::<usize>();
+                *bytes -= payload_bytes(e);
             }
             !gone
         });
@@ -356,7 +385,7 @@ where
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(Cf::RaftLog);
         let mut files: Vec<Arc<std::fs::File>> = Vec::new();
-        let mut remembered = Vec::new();
+        let mut remembered: Vec<C::Entry> = Vec::new();
         let werr = |e| io_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, e);
         for mut entry in entries {
             let index = entry.get_log_id().index;
@@ -381,33 +410,13 @@ where
             if !files.last().is_some_and(|f| Arc::ptr_eq(f, &appended.file)) {
                 files.push(appended.file);
             }
-            let size: usize = payloads.iter().map(|p| p.len()).sum();
             for (blob, payload) in blobs_of(&mut entry).iter_mut().zip(payloads) {
                 blob.bytes = payload;
             }
-            remembered.push((entry, size));
-        }
-        if !remembered.is_empty() {
-            let mut recent = self.recent();
-            let (entries, bytes) = &mut *recent;
-            // Only a run that continues the one kept is served from memory.
-            let continues = entries.back().map(|e| e.get_log_id().index + 1)
-                == remembered.first().map(|(e, _)| e.get_log_id().index);
-            if !continues {
-                entries.clear();
-                *bytes = 0;
-            }
-            for (entry, size) in remembered {
-                entries.push_back(entry);
-                *bytes += size;
-            }
-            while entries.len() > RECENT_ENTRIES || (*bytes > RECENT_BYTES && entries.len() > 1) {
-                if let Some(mut e) = entries.pop_front() {
-                    *bytes -= blobs_of(&mut e).iter().map(|b| b.bytes.len()).sum::<usize>();
-                }
-            }
+            remembered.push(entry);
         }
         self.db.write(batch, Durability::Wal).map_err(|e| werr(AnyError::new(&e)))?;
+        self.remember(remembered);
         // Readable now. Acknowledged to raft once the group sync has it on disk: the
         // segment files alone for a store with segments (its WAL records are an index that
         // opening rebuilds), the WAL otherwise.
