@@ -51,6 +51,10 @@ pub struct Config {
     pub group_min_session_timeout_ms: u64,
     #[serde(alias = "group.max.session.timeout.ms")]
     pub group_max_session_timeout_ms: u64,
+    /// How long a partition remembers an idempotent producer that stopped writing to it;
+    /// a retry after that is accepted at any sequence.
+    #[serde(alias = "producer.id.expiration.ms")]
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -133,6 +138,9 @@ impl Config {
                 &self.offsets_topic_num_partitions,
                 "must be at least 1",
             ));
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(invalid("producer_id_expiration_ms", &self.producer_id_expiration_ms, "must be at least 1"));
         }
         if self.socket_request_max_bytes < 1024 {
             return Err(invalid("socket_request_max_bytes", &self.socket_request_max_bytes, "must be at least 1024"));

@@ -7,7 +7,7 @@ use rocksdb::WriteBatch;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{key, Cf, Db, Error, GroupId};
+use crate::{key, key_suffix, Cf, Db, Error, GroupId};
 
 /// Typed access to one group's values, keyed by a small tag.
 #[derive(Clone)]
@@ -35,6 +35,30 @@ impl StateStore {
         let bytes = bincode::serialize(value).map_err(|source| Error::Corrupt { what: "state value", source })?;
         batch.put_cf(self.db.cf(Cf::State), key(self.group, tag), bytes);
         Ok(())
+    }
+
+    /// Every value of this group whose tag is `from` or above, in tag order.
+    pub fn range<T: DeserializeOwned>(&self, from: u64) -> Result<Vec<(u64, T)>, Error> {
+        let start = key(self.group, from);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(self.group.checked_add(1).map_or(vec![0xff; 9], |g| key(g, 0).to_vec()));
+        let it = self.db.rocks().iterator_cf_opt(
+            self.db.cf(Cf::State),
+            opts,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in it {
+            let (k, v) = item?;
+            let value = bincode::deserialize(&v).map_err(|source| Error::Corrupt { what: "state value", source })?;
+            out.push((key_suffix(&k), value));
+        }
+        Ok(out)
+    }
+
+    /// Adds the deletion of one value to `batch`.
+    pub fn delete(&self, batch: &mut WriteBatch, tag: u64) {
+        batch.delete_cf(self.db.cf(Cf::State), key(self.group, tag));
     }
 
     /// Adds the deletion of every value of this group to `batch`.

@@ -122,6 +122,10 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
         RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
         RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
+        RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
+        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
+        RequestKind::ListGroups(_) => ApiKey::ListGroups,
+        RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
         other => panic!("no api key mapping for {other:?}"),
     }
 }
@@ -146,6 +150,17 @@ impl TestRecord {
 
 /// Encodes one uncompressed v2 batch of `records`, as a producer would.
 pub fn encode_batch(records: &[TestRecord]) -> Bytes {
+    encode_producer_batch(records, -1, -1, -1)
+}
+
+/// Encodes a batch as an idempotent producer would (`producer_id` -1: not idempotent):
+/// its records carry sequences from `base_sequence` on.
+pub fn encode_producer_batch(
+    records: &[TestRecord],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Bytes {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -154,11 +169,11 @@ pub fn encode_batch(records: &[TestRecord]) -> Bytes {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: i as i32 - 1,
+            sequence: if producer_id < 0 { -1 } else { base_sequence + i as i32 },
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),

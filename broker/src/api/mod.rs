@@ -9,6 +9,7 @@ pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
@@ -48,6 +49,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::SyncGroup,
     ApiKey::Heartbeat,
     ApiKey::LeaveGroup,
+    ApiKey::InitProducerId,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -100,6 +102,7 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::SyncGroup(req) => ResponseKind::SyncGroup(groups::sync(call, req).await),
         RequestKind::Heartbeat(req) => ResponseKind::Heartbeat(groups::heartbeat(call, req).await),
         RequestKind::LeaveGroup(req) => ResponseKind::LeaveGroup(groups::leave(call, req).await),
+        RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(init_producer_id::handle(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection
             // refuses APIs that are not advertised before dispatching.
@@ -150,7 +153,6 @@ mod tests {
     fn produce_is_advertised_from_zero_and_unimplemented_apis_not_at_all() {
         assert_eq!(advertised(ApiKey::Produce).unwrap().min, 0);
         assert_eq!(advertised(ApiKey::JoinGroup).unwrap().min, ApiKey::JoinGroup.valid_versions().min);
-        assert!(advertised(ApiKey::InitProducerId).is_none());
         assert!(advertised(ApiKey::DescribeGroups).is_none());
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{message, Call};
-use crate::cluster::partition::Appended;
+use crate::cluster::partition::{Appended, BatchResult};
 use crate::error::ResponseError;
 
 type Failure = (ResponseError, Option<String>);
@@ -38,6 +38,7 @@ enum Pending {
 pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Option<ProduceResponse>> + Send {
     let node = &call.node;
     let acks = req.acks;
+    let transactional = req.transactional_id.as_ref().is_some_and(|t| !t.is_empty());
     let mut topics: Vec<(String, Uuid, Vec<(i32, Pending)>)> = Vec::new();
     for topic in req.topic_data {
         let metadata = node.metadata();
@@ -56,6 +57,9 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                 }
                 if !(acks == 0 || acks == 1 || acks == -1) {
                     return Pending::Failed((ResponseError::InvalidRequiredAcks, None));
+                }
+                if transactional {
+                    return Pending::Failed((ResponseError::TransactionalIdAuthorizationFailed, Some(NO_TRANSACTIONS.into())));
                 }
                 let (Some(settings), Some(partition)) = (settings, node.partition(&name, pd.index)) else {
                     return Pending::Failed((ResponseError::UnknownTopicOrPartition, None));
@@ -105,12 +109,17 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                         Pending::Failed(f) => failed(f),
                         Pending::Queued { rx, records, bytes, log_append_time, log_start_offset } => {
                             match rx.await.unwrap_or(Err(ResponseError::NotLeaderOrFollower)) {
-                                Ok(appended) => match appended.base_offsets.first().copied().flatten() {
-                                    Some(base) => {
-                                        metrics::counter!("quarry_bytes_in_total", "topic" => name.clone())
-                                            .increment(bytes);
-                                        metrics::counter!("quarry_records_in_total", "topic" => name)
-                                            .increment(records);
+                                Ok(appended) => match outcome(&appended.batches) {
+                                    Ok((base, written)) => {
+                                        if written {
+                                            metrics::counter!("quarry_bytes_in_total", "topic" => name.clone())
+                                                .increment(bytes);
+                                            metrics::counter!("quarry_records_in_total", "topic" => name)
+                                                .increment(records);
+                                        } else {
+                                            metrics::counter!("quarry_produce_duplicates_total", "topic" => name)
+                                                .increment(1);
+                                        }
                                         r.with_base_offset(base)
                                             .with_log_append_time_ms(if log_append_time {
                                                 appended.append_time_ms
@@ -119,7 +128,7 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                                             })
                                             .with_log_start_offset(log_start_offset)
                                     }
-                                    None => failed((ResponseError::CorruptMessage, None)),
+                                    Err(f) => failed(f),
                                 },
                                 Err(code) => failed((code, None)),
                             }
@@ -137,6 +146,32 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
         }
         (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
+}
+
+const NO_TRANSACTIONS: &str = "transactions are not supported";
+
+/// The response for one partition's batches: the first batch's base offset and whether
+/// anything was written (`false`: every batch was an idempotent retry), or the first
+/// refusal. A client sends one batch per partition; with several, one refused fails all.
+fn outcome(batches: &[BatchResult]) -> Result<(i64, bool), Failure> {
+    let mut first = None;
+    let mut written = false;
+    for b in batches {
+        match *b {
+            BatchResult::Appended(base) => {
+                first.get_or_insert(base);
+                written = true;
+            }
+            BatchResult::Duplicate(base) => {
+                first.get_or_insert(base);
+            }
+            BatchResult::Refused(code) => {
+                let code = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+                return Err((code, None));
+            }
+        }
+    }
+    first.map(|base| (base, written)).ok_or((ResponseError::CorruptMessage, None))
 }
 
 /// Splits and checks a partition's records: v2 batches only, whole, CRC intact, each no
@@ -166,6 +201,18 @@ fn check_batches(
         }
         let bytes = records.slice(range);
         batch::validate(&header, &bytes).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+        if header.is_transactional() || header.is_control() {
+            return Err((ResponseError::TransactionalIdAuthorizationFailed, NO_TRANSACTIONS.into()));
+        }
+        if header.producer_id >= 0 && (header.producer_epoch < 0 || header.base_sequence < 0) {
+            return Err((
+                ResponseError::InvalidRecord,
+                format!(
+                    "record batch of producer id {} has epoch {} and base sequence {}; an idempotent batch needs both",
+                    header.producer_id, header.producer_epoch, header.base_sequence
+                ),
+            ));
+        }
         if compacted && !header.is_control() && batch::has_keyless_record(&bytes) {
             // Compaction keeps the latest record per key; a record without one cannot be kept.
             return Err((ResponseError::InvalidRecord, "compacted topics accept only records with a key".into()));

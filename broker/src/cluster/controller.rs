@@ -30,6 +30,9 @@ pub struct Metadata {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Next raft group id to hand out; group ids are never reused.
     pub next_group: GroupId,
+    /// Next idempotent producer id to hand out; ids are handed to nodes in blocks and
+    /// never reused.
+    pub next_producer_id: i64,
 }
 
 impl Metadata {
@@ -41,11 +44,30 @@ impl Metadata {
 /// A change to cluster metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerCmd {
-    SetClusterId { cluster_id: String },
-    CreateTopic { name: String, id: [u8; 16], partitions: u32, configs: BTreeMap<String, String> },
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, count: u32 },
-    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    SetClusterId {
+        cluster_id: String,
+    },
+    CreateTopic {
+        name: String,
+        id: [u8; 16],
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: u32,
+    },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// Reserve `count` producer ids for one node's InitProducerId answers.
+    AllocateProducerIds {
+        count: u32,
+    },
 }
 
 /// Why the controller refused a command (checked again at apply, deterministically).
@@ -58,8 +80,18 @@ pub enum ControllerRefusal {
 
 impl storage::HasBlobs for ControllerCmd {}
 
+/// What an accepted [`ControllerCmd`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerReply {
+    Done,
+    /// The first of the producer ids reserved.
+    ProducerIds {
+        first: i64,
+    },
+}
+
 /// The result of a [`ControllerCmd`].
-pub type ControllerResp = Result<(), ControllerRefusal>;
+pub type ControllerResp = Result<ControllerReply, ControllerRefusal>;
 
 /// The controller's state machine logic.
 pub struct Controller {
@@ -84,7 +116,7 @@ impl Machine for Controller {
                 if m.cluster_id.is_empty() {
                     m.cluster_id = cluster_id;
                 }
-                Ok(())
+                Ok(ControllerReply::Done)
             }
             ControllerCmd::CreateTopic { name, id, partitions, configs } => {
                 if m.topics.contains_key(&name) {
@@ -93,10 +125,10 @@ impl Machine for Controller {
                 let groups = (0..partitions as u64).map(|i| m.next_group + i).collect();
                 m.next_group += partitions as u64;
                 m.topics.insert(name, TopicMeta { id, partitions: groups, configs });
-                Ok(())
+                Ok(ControllerReply::Done)
             }
             ControllerCmd::DeleteTopic { name } => {
-                m.topics.remove(&name).map(|_| ()).ok_or(ControllerRefusal::UnknownTopic)
+                m.topics.remove(&name).map(|_| ControllerReply::Done).ok_or(ControllerRefusal::UnknownTopic)
             }
             ControllerCmd::CreatePartitions { name, count } => {
                 let topic = m.topics.get_mut(&name).ok_or(ControllerRefusal::UnknownTopic)?;
@@ -106,18 +138,23 @@ impl Machine for Controller {
                 let add = count as u64 - topic.partitions.len() as u64;
                 topic.partitions.extend((0..add).map(|i| m.next_group + i));
                 m.next_group += add;
-                Ok(())
+                Ok(ControllerReply::Done)
             }
             ControllerCmd::SetTopicConfigs { name, configs } => {
                 let topic = m.topics.get_mut(&name).ok_or(ControllerRefusal::UnknownTopic)?;
                 topic.configs = configs;
-                Ok(())
+                Ok(ControllerReply::Done)
+            }
+            ControllerCmd::AllocateProducerIds { count } => {
+                let first = m.next_producer_id;
+                m.next_producer_id += i64::from(count);
+                Ok(ControllerReply::ProducerIds { first })
             }
         }
     }
 
     fn empty_response(&self) -> ControllerResp {
-        Ok(())
+        Ok(ControllerReply::Done)
     }
 
     fn state(&self) -> &Metadata {

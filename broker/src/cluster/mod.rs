@@ -20,6 +20,7 @@ pub mod machine;
 pub mod network;
 pub mod node;
 pub mod partition;
+pub mod producers;
 
 use std::io::Cursor;
 

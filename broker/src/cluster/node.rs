@@ -8,7 +8,7 @@ use openraft::{BasicNode, Raft};
 use storage::{Db, GroupId, PartitionLog, RaftLogStore, StateStore};
 use tokio::sync::{watch, Mutex};
 
-use super::controller::{Controller, ControllerCmd, ControllerRefusal, Metadata, TopicMeta};
+use super::controller::{Controller, ControllerCmd, ControllerRefusal, ControllerReply, Metadata, TopicMeta};
 use super::machine::StateMachine;
 use super::network::LocalNetwork;
 use super::partition::Partition;
@@ -35,7 +35,12 @@ pub struct Node {
     /// Consumer group membership (JoinGroup and the rest) for the groups led here.
     pub groups: Arc<crate::group::service::GroupService>,
     stop_groups: tokio_util::sync::CancellationToken,
+    /// Producer ids reserved for this node and not yet handed out.
+    producer_ids: Mutex<std::ops::Range<i64>>,
 }
+
+/// Producer ids a node reserves from the controller at a time.
+const PRODUCER_ID_BLOCK: u32 = 1000;
 
 /// The internal topic whose partitions coordinate consumer groups and keep their offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -79,6 +84,7 @@ impl Node {
             reconcile_lock: Mutex::new(()),
             groups,
             stop_groups,
+            producer_ids: Mutex::new(0..0),
         });
         if node.metadata().cluster_id.is_empty() {
             let cluster_id = uuid::Uuid::new_v4().simple().to_string();
@@ -113,6 +119,10 @@ impl Node {
 
     /// Writes a metadata change through the controller group.
     pub async fn write(&self, cmd: ControllerCmd) -> Result<(), AdminError> {
+        self.write_reply(cmd).await.map(|_| ())
+    }
+
+    async fn write_reply(&self, cmd: ControllerCmd) -> Result<ControllerReply, AdminError> {
         match self.controller.client_write(cmd).await {
             Ok(r) => r.data.map_err(|refusal| match refusal {
                 ControllerRefusal::TopicExists => (ResponseError::TopicAlreadyExists, "topic already exists".into()),
@@ -123,6 +133,22 @@ impl Node {
             }),
             Err(e) => Err((raft_write_code(&e), e.to_string())),
         }
+    }
+
+    /// A producer id never handed out before, for InitProducerId. Ids are reserved from the
+    /// controller in blocks; the rest of a block is skipped after a restart.
+    pub async fn new_producer_id(&self) -> Result<i64, AdminError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.is_empty() {
+            let reply = self.write_reply(ControllerCmd::AllocateProducerIds { count: PRODUCER_ID_BLOCK }).await?;
+            let ControllerReply::ProducerIds { first } = reply else {
+                return Err((ResponseError::UnknownServerError, "controller did not reserve producer ids".into()));
+            };
+            *ids = first..first + i64::from(PRODUCER_ID_BLOCK);
+        }
+        let id = ids.start;
+        ids.start += 1;
+        Ok(id)
     }
 
     /// Starts the groups metadata assigns to this node and stops (and deletes) the groups
@@ -148,7 +174,15 @@ impl Node {
             if existing.contains(&group) {
                 continue;
             }
-            let p = Partition::start(self.db.clone(), self.config.node_id, group, topic, index).await?;
+            let p = Partition::start(
+                self.db.clone(),
+                self.config.node_id,
+                group,
+                topic,
+                index,
+                self.config.producer_id_expiration_ms,
+            )
+            .await?;
             self.partitions.write().expect("partition map lock").insert(group, p);
         }
         for p in self.partitions() {

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{Machine, StateMachine};
 use super::network::LocalNetwork;
+use super::producers::{ProducerState, Producers, Verdict};
 use super::PartitionTypes;
 use crate::error::{raft_write_code, ResponseError};
 
@@ -47,11 +48,22 @@ impl HasBlobs for PartitionCmd {
     }
 }
 
+/// What became of one produced batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchResult {
+    /// Written at this base offset.
+    Appended(i64),
+    /// An idempotent producer's retry of a batch already written at this base offset.
+    Duplicate(i64),
+    /// Refused with this Kafka error code.
+    Refused(i16),
+}
+
 /// What applying a [`PartitionCmd`] returned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PartitionResp {
-    /// Base offset of each batch, in order; `None` for a batch the state machine refused.
-    Appended(Vec<Option<i64>>),
+    /// What became of each batch, in order.
+    Appended(Vec<BatchResult>),
     LogStart(i64),
     Empty,
 }
@@ -69,6 +81,9 @@ pub struct Offsets {
     pub max_timestamp_batch: i64,
     /// Bytes of stored batches.
     pub log_bytes: u64,
+    /// The partition clock: the latest leader time of any produce applied. Idle idempotent
+    /// producers expire on it, so that every replica forgets them at the same entry.
+    pub clock_ms: i64,
 }
 
 impl Default for Offsets {
@@ -80,6 +95,7 @@ impl Default for Offsets {
             max_timestamp: -1,
             max_timestamp_batch: -1,
             log_bytes: 0,
+            clock_ms: 0,
         }
     }
 }
@@ -88,11 +104,48 @@ impl Default for Offsets {
 pub struct PartitionMachine {
     log: PartitionLog,
     offsets_store: OffsetStore,
+    state_store: StateStore,
+    producers: Producers,
     offsets: Offsets,
     publish: watch::Sender<Offsets>,
 }
 
+/// Tags of producer states in the group's [`StateStore`]: this bit, or'ed with the
+/// producer id (never negative), keeps them clear of the state machine's own tags.
+const PRODUCER_TAG: u64 = 1 << 63;
+
+/// How often (on the partition clock) idle producers are swept out of memory and storage;
+/// between sweeps an expired producer is already treated as unknown.
+const PRODUCER_SWEEP_MS: i64 = 60_000;
+
 impl PartitionMachine {
+    fn produce(
+        &mut self,
+        wb: &mut WriteBatch,
+        entry: u64,
+        batches: &[Blob],
+        now_ms: i64,
+        log_append_time: bool,
+    ) -> Vec<BatchResult> {
+        let before = self.offsets.clock_ms;
+        self.offsets.clock_ms = before.max(now_ms);
+        if self.offsets.clock_ms / PRODUCER_SWEEP_MS != before / PRODUCER_SWEEP_MS {
+            self.producers.expire(self.offsets.clock_ms);
+        }
+        let results = batches.iter().map(|b| self.append(wb, entry, b, now_ms, log_append_time)).collect();
+        for (id, state) in self.producers.take_changed() {
+            let tag = PRODUCER_TAG | id as u64;
+            let stored = match state {
+                Some(state) => self.state_store.put(wb, tag, &state),
+                None => Ok(self.state_store.delete(wb, tag)),
+            };
+            if let Err(e) = stored {
+                tracing::error!(producer_id = id, error = %e, "cannot store producer state");
+            }
+        }
+        results
+    }
+
     fn append(
         &mut self,
         wb: &mut WriteBatch,
@@ -100,13 +153,26 @@ impl PartitionMachine {
         blob: &Blob,
         now_ms: i64,
         log_append_time: bool,
-    ) -> Option<i64> {
+    ) -> BatchResult {
+        let corrupt = BatchResult::Refused(ResponseError::CorruptMessage.code());
         let raw = &blob.bytes;
-        let header = BatchHeader::parse(raw).ok()?;
+        let Ok(header) = BatchHeader::parse(raw) else {
+            return corrupt;
+        };
         // Every entry read back for apply has its bytes and where they lie.
-        let loc = blob.loc?;
+        let Some(loc) = blob.loc else {
+            return corrupt;
+        };
         if header.size() != raw.len() || loc.len as usize != raw.len() {
-            return None;
+            return corrupt;
+        }
+        let idempotent = header.producer_id >= 0;
+        if idempotent {
+            match self.producers.check(&header, self.offsets.clock_ms) {
+                Verdict::Append => {}
+                Verdict::Duplicate(base) => return BatchResult::Duplicate(base),
+                Verdict::Refuse(code) => return BatchResult::Refused(code.code()),
+            }
         }
         let base = self.offsets.high_watermark;
         let mut head = [0u8; batch::HEADER_SIZE];
@@ -133,7 +199,10 @@ impl PartitionMachine {
         self.log.append(wb, base, last, max_timestamp, entry, &head, records, raises);
         self.offsets.high_watermark = last + 1;
         self.offsets.log_bytes += raw.len() as u64;
-        Some(base)
+        if idempotent {
+            self.producers.record(&header, base, self.offsets.clock_ms);
+        }
+        BatchResult::Appended(base)
     }
 
     fn advance_log_start(&mut self, wb: &mut WriteBatch, applied: u64, offset: i64) -> i64 {
@@ -175,9 +244,9 @@ impl Machine for PartitionMachine {
 
     fn apply(&mut self, wb: &mut WriteBatch, log_id: &LogId<u64>, cmd: PartitionCmd) -> PartitionResp {
         match cmd {
-            PartitionCmd::Produce { batches, now_ms, log_append_time } => PartitionResp::Appended(
-                batches.iter().map(|b| self.append(wb, log_id.index, b, now_ms, log_append_time)).collect(),
-            ),
+            PartitionCmd::Produce { batches, now_ms, log_append_time } => {
+                PartitionResp::Appended(self.produce(wb, log_id.index, &batches, now_ms, log_append_time))
+            }
             PartitionCmd::AdvanceLogStart { offset } => {
                 PartitionResp::LogStart(self.advance_log_start(wb, log_id.index, offset))
             }
@@ -225,11 +294,10 @@ impl Machine for PartitionMachine {
     }
 }
 
-/// Where a produce request's batches went: each batch's base offset (`None` if the state
-/// machine refused it) and the append time the leader stamped.
+/// Where a produce request's batches went, and the append time the leader stamped.
 #[derive(Debug, Clone)]
 pub struct Appended {
-    pub base_offsets: Vec<Option<i64>>,
+    pub batches: Vec<BatchResult>,
     pub append_time_ms: i64,
 }
 
@@ -277,18 +345,26 @@ impl Partition {
         group: GroupId,
         topic: String,
         index: i32,
+        producer_id_expiration_ms: i64,
     ) -> anyhow::Result<Arc<Partition>> {
         let segments = Segments::open(db.segments_dir(group))?;
         let log = PartitionLog::new(db.clone(), group, segments.clone());
         let (publish, offsets) = watch::channel(Offsets::default());
         let offsets_store = OffsetStore::new(db.clone(), group);
+        let state_store = StateStore::new(db.clone(), group);
+        let producers = state_store
+            .range::<ProducerState>(PRODUCER_TAG)?
+            .into_iter()
+            .map(|(tag, state)| ((tag & !PRODUCER_TAG) as i64, state));
         let machine = PartitionMachine {
             log: log.clone(),
             offsets_store: offsets_store.clone(),
+            state_store: state_store.clone(),
+            producers: Producers::new(producer_id_expiration_ms, producers),
             offsets: Offsets::default(),
             publish,
         };
-        let sm = StateMachine::open(db.clone(), StateStore::new(db.clone(), group), machine)?;
+        let sm = StateMachine::open(db.clone(), state_store, machine)?;
         // Nothing is applied yet, so what is stored is what was flushed: files below the
         // first batch, or below the next entry to apply, hold nothing live.
         let floor = match log.first_info()? {
@@ -466,8 +542,8 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
                 };
                 let mut it = offsets.into_iter();
                 for job in jobs {
-                    let base_offsets = it.by_ref().take(job.batches.len()).collect();
-                    let _ = job.done.send(Ok(Appended { base_offsets, append_time_ms: now_ms }));
+                    let batches = it.by_ref().take(job.batches.len()).collect();
+                    let _ = job.done.send(Ok(Appended { batches, append_time_ms: now_ms }));
                 }
             }
             Err(e) => {

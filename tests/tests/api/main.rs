@@ -6,3 +6,4 @@ mod t30_admin;
 mod t40_restart_retention;
 mod t50_http;
 mod t60_group_offsets;
+mod t70_idempotence;
