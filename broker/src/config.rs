@@ -55,6 +55,12 @@ pub struct Config {
     /// a retry after that is accepted at any sequence.
     #[serde(alias = "producer.id.expiration.ms")]
     pub producer_id_expiration_ms: i64,
+    /// How long the offsets of a consumer group without members are kept, counted from
+    /// the later of its last commit and its last member leaving.
+    #[serde(alias = "offsets.retention.minutes")]
+    pub offsets_retention_minutes: u64,
+    #[serde(alias = "offsets.retention.check.interval.ms")]
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -79,6 +85,8 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             producer_id_expiration_ms: 86_400_000,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }

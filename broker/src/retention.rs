@@ -1,18 +1,32 @@
 //! Retention: every `log.retention.check.interval.ms`, each partition led here drops its
 //! oldest batches past `retention.ms` or beyond `retention.bytes`, by moving its log start
-//! offset through raft (so every replica drops the same batches).
+//! offset through raft (so every replica drops the same batches). Every
+//! `offsets.retention.check.interval.ms`, consumer groups without members lose their
+//! offsets once `offsets.retention.minutes` have passed since they emptied.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::node::Node;
+use crate::cluster::node::{Node, OFFSETS_TOPIC};
 use crate::cluster::partition::Partition;
+use crate::group::coordinator::Activity;
 use crate::topic_config::TopicSettings;
 
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
-    let period = Duration::from_millis(node.config.log_retention_check_interval_ms.max(10));
+    let logs = every(node.config.log_retention_check_interval_ms, shutdown.clone(), || enforce(&node));
+    let offsets = every(node.config.offsets_retention_check_interval_ms, shutdown.clone(), || expire_offsets(&node));
+    tokio::join!(logs, offsets);
+}
+
+/// Runs `pass` every `period_ms` until shutdown.
+async fn every<F: std::future::Future<Output = ()>>(
+    period_ms: u64,
+    shutdown: CancellationToken,
+    mut pass: impl FnMut() -> F,
+) {
+    let period = Duration::from_millis(period_ms.max(10));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -20,7 +34,49 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        enforce(&node).await;
+        pass().await;
+    }
+}
+
+/// One pass of offsets retention over the offsets partitions led here. A group's offsets
+/// all go together, `offsets.retention.minutes` after the later of its last commit and the
+/// moment its last member left; groups with members keep theirs.
+pub async fn expire_offsets(node: &Node) {
+    let retention_ms = node.config.offsets_retention_minutes.saturating_mul(60_000) as i64;
+    let count = node.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+    for index in 0..count as i32 {
+        let Some(p) = node.partition(OFFSETS_TOPIC, index) else { continue };
+        if !p.is_leader() {
+            continue;
+        }
+        let groups = match p.offsets_store.groups() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(partition = index, error = %e, "offsets retention scan failed");
+                continue;
+            }
+        };
+        for group in groups {
+            let emptied = match node.groups.activity(&group) {
+                Activity::Active => continue,
+                Activity::EmptySince(ms) => ms as i64,
+                Activity::Unknown => 0,
+            };
+            let last_commit = match p.offsets_store.list(&group) {
+                Ok(offsets) => offsets.iter().map(|(_, _, o)| o.commit_timestamp).max().unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "offsets retention scan failed");
+                    continue;
+                }
+            };
+            if crate::now_ms() - emptied.max(last_commit) <= retention_ms {
+                continue;
+            }
+            match p.delete_offsets(group.clone(), None).await {
+                Ok(()) => tracing::info!(group, "offsets of an empty group expired"),
+                Err(code) => tracing::warn!(group, %code, "offsets retention failed"),
+            }
+        }
     }
 }
 

@@ -118,6 +118,29 @@ impl OffsetStore {
         Ok(out)
     }
 
+    /// Every consumer group with at least one offset kept here, in key order.
+    pub fn groups(&self) -> Result<Vec<String>, Error> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound((self.group + 1).to_be_bytes().to_vec());
+        let mut it = self.db.rocks().raw_iterator_cf_opt(self.db.cf(Cf::Offsets), opts);
+        it.seek(self.group.to_be_bytes());
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            let name = k
+                .get(8..12)
+                .map(|l| u32::from_be_bytes(l.try_into().expect("4 bytes")) as usize)
+                .and_then(|len| k.get(12..12 + len))
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| Error::BadValue("offsets key".into()))?
+                .to_string();
+            // Skip the rest of this consumer group's keys.
+            it.seek(prefix_end(&group_prefix(self.group, &name)));
+            out.push(name);
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     /// Adds the deletion of one offset to `wb`.
     pub fn delete(&self, wb: &mut WriteBatch, consumer_group: &str, topic: &str, partition: i32) {
         wb.delete_cf(self.db.cf(Cf::Offsets), offset_key(self.group, consumer_group, topic, partition));

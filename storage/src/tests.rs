@@ -305,6 +305,9 @@ fn offsets_are_kept_per_consumer_group_and_survive_a_reopen() {
     assert_eq!(one.get("a", "orders", 1).unwrap(), Some(committed(11)));
     assert_eq!(one.get("a", "orders", 9).unwrap(), None);
     assert_eq!(OffsetStore::new(db.clone(), 2).get("a", "orders", 0).unwrap().unwrap().offset, 30);
+    assert_eq!(one.groups().unwrap(), ["a", "ab"]);
+    assert_eq!(OffsetStore::new(db.clone(), 2).groups().unwrap(), ["a"]);
+    assert!(OffsetStore::new(db.clone(), 3).groups().unwrap().is_empty());
 
     let mut wb = WriteBatch::default();
     one.delete(&mut wb, "a", "orders", 0);
@@ -315,4 +318,5 @@ fn offsets_are_kept_per_consumer_group_and_survive_a_reopen() {
     db.write(wb, Durability::Replayable).unwrap();
     assert!(one.list("a").unwrap().is_empty());
     assert_eq!(one.list("ab").unwrap().len(), 1, "a group whose name extends another's is untouched");
+    assert_eq!(one.groups().unwrap(), ["ab"]);
 }

@@ -8,6 +8,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod group_admin;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
@@ -50,6 +51,9 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::Heartbeat,
     ApiKey::LeaveGroup,
     ApiKey::InitProducerId,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::DeleteGroups,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -102,6 +106,9 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::SyncGroup(req) => ResponseKind::SyncGroup(groups::sync(call, req).await),
         RequestKind::Heartbeat(req) => ResponseKind::Heartbeat(groups::heartbeat(call, req).await),
         RequestKind::LeaveGroup(req) => ResponseKind::LeaveGroup(groups::leave(call, req).await),
+        RequestKind::DescribeGroups(req) => ResponseKind::DescribeGroups(group_admin::describe(call, req).await),
+        RequestKind::ListGroups(req) => ResponseKind::ListGroups(group_admin::list(call, req).await),
+        RequestKind::DeleteGroups(req) => ResponseKind::DeleteGroups(group_admin::delete(call, req).await),
         RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(init_producer_id::handle(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection
@@ -153,6 +160,6 @@ mod tests {
     fn produce_is_advertised_from_zero_and_unimplemented_apis_not_at_all() {
         assert_eq!(advertised(ApiKey::Produce).unwrap().min, 0);
         assert_eq!(advertised(ApiKey::JoinGroup).unwrap().min, ApiKey::JoinGroup.valid_versions().min);
-        assert!(advertised(ApiKey::DescribeGroups).is_none());
+        assert!(advertised(ApiKey::AddPartitionsToTxn).is_none());
     }
 }

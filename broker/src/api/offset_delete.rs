@@ -1,6 +1,6 @@
 //! OffsetDelete: drops some of a group's committed offsets, through raft. A group with no
-//! offsets is GROUP_ID_NOT_FOUND. (Members of a group subscribed to the topic would get
-//! GROUP_SUBSCRIBED_TO_TOPIC; groups cannot be joined here yet, so every group is empty.)
+//! offsets is GROUP_ID_NOT_FOUND; the offsets of a topic that members of the group
+//! subscribe to are kept, with GROUP_SUBSCRIBED_TO_TOPIC.
 
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
@@ -26,6 +26,7 @@ pub async fn handle(call: &Call, req: OffsetDeleteRequest) -> OffsetDeleteRespon
         }
     }
     let metadata = node.metadata();
+    let subscribed = node.groups.subscribed_topics(&group);
     let mut doomed = Vec::new();
     let mut topics = Vec::new();
     for t in req.topics {
@@ -34,10 +35,14 @@ pub async fn handle(call: &Call, req: OffsetDeleteRequest) -> OffsetDeleteRespon
         for part in t.partitions {
             let exists = known
                 .is_some_and(|k| part.partition_index >= 0 && (part.partition_index as usize) < k.partitions.len());
-            if exists {
+            let code = if !exists {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if subscribed.contains(t.name.0.as_str()) {
+                ResponseError::GroupSubscribedToTopic.code()
+            } else {
                 doomed.push((t.name.0.to_string(), part.partition_index));
-            }
-            let code = if exists { 0 } else { ResponseError::UnknownTopicOrPartition.code() };
+                0
+            };
             partitions.push(
                 OffsetDeleteResponsePartition::default()
                     .with_partition_index(part.partition_index)

@@ -15,7 +15,7 @@
 //! (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID), and a new group waits
 //! `initial_rebalance_delay_ms` for more members before its first generation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -175,11 +175,14 @@ struct Group {
     join_not_before: Ms,
     /// CompletingRebalance: when members that have not synced are dropped.
     sync_deadline: Ms,
+    /// When the group last had no members (offsets retention counts from here).
+    empty_since: Ms,
 }
 
 impl Group {
-    fn new() -> Group {
+    fn new(now: Ms) -> Group {
         Group {
+            empty_since: now,
             state: State::Empty,
             generation: 0,
             protocol_type: None,
@@ -272,7 +275,7 @@ impl Coordinator {
                 JoinResponse::error(ResponseError::InvalidSessionTimeout, &req.member_id),
             )];
         }
-        let group = self.groups.entry(req.group_id.clone()).or_insert_with(Group::new);
+        let group = self.groups.entry(req.group_id.clone()).or_insert_with(|| Group::new(now));
         if group.state == State::Dead {
             return vec![Reply::Join(
                 waiter,
@@ -692,6 +695,35 @@ impl Coordinator {
         })
     }
 
+    /// Whether a group has members, or since when it has none.
+    pub fn activity(&self, group_id: &str) -> Activity {
+        match self.groups.get(group_id) {
+            None => Activity::Unknown,
+            Some(g) if g.members.is_empty() && g.state == State::Empty => Activity::EmptySince(g.empty_since),
+            Some(_) => Activity::Active,
+        }
+    }
+
+    /// The topics the members of a consumer group subscribe to (from their join metadata).
+    pub fn subscribed_topics(&self, group_id: &str) -> BTreeSet<String> {
+        let Some(g) = self.groups.get(group_id) else { return BTreeSet::new() };
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return BTreeSet::new();
+        }
+        g.members.values().flat_map(|m| m.protocols.iter().flat_map(|p| subscription_topics(&p.metadata))).collect()
+    }
+
+    /// Forgets a group for DeleteGroups: refused with NON_EMPTY_GROUP while it has members.
+    pub fn delete(&mut self, group_id: &str) -> Result<(), ResponseError> {
+        match self.groups.get(group_id) {
+            Some(g) if !g.members.is_empty() || g.state != State::Empty => Err(ResponseError::NonEmptyGroup),
+            _ => {
+                self.groups.remove(group_id);
+                Ok(())
+            }
+        }
+    }
+
     /// Every group with its state and protocol type, for ListGroups.
     pub fn list(&self) -> Vec<(String, State, String)> {
         self.groups
@@ -700,6 +732,32 @@ impl Coordinator {
             .map(|(id, g)| (id.clone(), g.state, g.protocol_type.clone().unwrap_or_default()))
             .collect()
     }
+}
+
+/// Whether a group is in use, for offsets retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Not known to the coordinator (no member joined since the node started).
+    Unknown,
+    Active,
+    EmptySince(Ms),
+}
+
+/// The topics of a consumer protocol subscription (`ConsumerProtocolSubscription`, any
+/// version); nothing if it does not decode.
+fn subscription_topics(metadata: &Bytes) -> Vec<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = metadata.clone();
+    if buf.len() < 2 {
+        return Vec::new();
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    bytes::Buf::advance(&mut buf, 2);
+    let version = version.clamp(0, 3);
+    ConsumerProtocolSubscription::decode(&mut buf, version)
+        .map(|s| s.topics.into_iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// A group as DescribeGroups shows it.
@@ -766,9 +824,10 @@ fn remove_member(group: &mut Group, id: &str, replies: &mut Vec<Reply>) {
 }
 
 /// The last member is gone: the group is Empty, its generation over.
-fn become_empty(group: &mut Group) {
+fn become_empty(group: &mut Group, now: Ms) {
     if group.state != State::Empty {
         group.generation += 1;
+        group.empty_since = now;
     }
     group.state = State::Empty;
     group.leader = None;
@@ -779,7 +838,7 @@ fn become_empty(group: &mut Group) {
 /// After members left: an empty group is Empty; otherwise the rest rebalance.
 fn after_departure(group: &mut Group, now: Ms) -> Vec<Reply> {
     if group.members.is_empty() {
-        become_empty(group);
+        become_empty(group, now);
         return Vec::new();
     }
     let mut replies = Vec::new();
@@ -809,7 +868,7 @@ fn maybe_complete_join(group: &mut Group, now: Ms) -> Vec<Reply> {
 /// Starts the next generation and answers every waiting join.
 fn complete_join(group: &mut Group, now: Ms) -> Vec<Reply> {
     if group.members.is_empty() {
-        become_empty(group);
+        become_empty(group, now);
         return Vec::new();
     }
     group.generation += 1;

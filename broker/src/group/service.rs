@@ -15,7 +15,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{
-    Coordinator, GroupSummary, JoinRequest, JoinResponse, Ms, Reply, Settings, State, SyncRequest, SyncResponse, Waiter,
+    Activity, Coordinator, GroupSummary, JoinRequest, JoinResponse, Ms, Reply, Settings, State, SyncRequest,
+    SyncResponse, Waiter,
 };
 
 /// Groups coordinated on this node.
@@ -132,6 +133,25 @@ impl GroupService {
 
     pub fn list(&self) -> Vec<(String, State, String)> {
         self.coordinator().list()
+    }
+
+    /// Whether a group has members; an empty group's time is wall-clock milliseconds.
+    pub fn activity(&self, group: &str) -> Activity {
+        let now = self.now();
+        match self.coordinator().activity(group) {
+            Activity::EmptySince(since) => {
+                Activity::EmptySince((crate::now_ms() - now.saturating_sub(since) as i64).max(0) as Ms)
+            }
+            other => other,
+        }
+    }
+
+    pub fn subscribed_topics(&self, group: &str) -> std::collections::BTreeSet<String> {
+        self.coordinator().subscribed_topics(group)
+    }
+
+    pub fn delete(&self, group: &str) -> Result<(), ResponseError> {
+        self.coordinator().delete(group)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Consumer group offsets go through the coordinating partition's raft group and survive
-//! a restart. (The group APIs that will drive them come next.)
+//! a restart; members join, sync, heartbeat, commit and leave; groups are described,
+//! listed and deleted; the offsets of empty groups expire.
 
 use storage::CommittedOffset;
 use tests::requests::*;
@@ -257,6 +258,37 @@ mod membership {
                 .with_metadata(bytes::Bytes::from("m"))])
     }
 
+    async fn describe(c: &mut Client, version: i16) -> describe_groups_response::DescribedGroup {
+        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("members"))]);
+        match c.call(version, RequestKind::DescribeGroups(req)).await {
+            ResponseKind::DescribeGroups(mut r) => r.groups.remove(0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// ListGroups v5 with a state filter: `(group, state, protocol type)`.
+    async fn list(c: &mut Client, states: &[&str]) -> Vec<(String, String, String)> {
+        let req = ListGroupsRequest::default().with_states_filter(states.iter().map(|v| s(v)).collect());
+        match c.call(5, RequestKind::ListGroups(req)).await {
+            ResponseKind::ListGroups(r) => {
+                assert_eq!(r.error_code, 0);
+                r.groups
+                    .into_iter()
+                    .map(|g| (g.group_id.0.to_string(), g.group_state.to_string(), g.protocol_type.to_string()))
+                    .collect()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn delete_group(c: &mut Client) -> i16 {
+        let req = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("members"))]);
+        match c.call(2, RequestKind::DeleteGroups(req)).await {
+            ResponseKind::DeleteGroups(r) => r.results[0].error_code,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     async fn join(c: &mut Client, member: &str) -> JoinGroupResponse {
         match c.call(9, RequestKind::JoinGroup(join_req(member))).await {
             ResponseKind::JoinGroup(r) => r,
@@ -315,6 +347,22 @@ mod membership {
             other => panic!("unexpected {other:?}"),
         }
 
+        // The admin view of the running group.
+        let g = describe(&mut c, 5).await;
+        assert_eq!(g.error_code, 0);
+        assert_eq!(
+            (g.group_state.as_str(), g.protocol_type.as_str(), g.protocol_data.as_str()),
+            ("Stable", "consumer", "range")
+        );
+        assert_eq!(g.members.len(), 1);
+        assert_eq!(g.members[0].member_id.as_str(), member);
+        assert_eq!(g.members[0].client_host.as_str(), "/127.0.0.1");
+        assert_eq!(g.members[0].member_metadata.as_ref(), b"m");
+        assert_eq!(g.members[0].member_assignment.as_ref(), b"events-0");
+        assert_eq!(list(&mut c, &[]).await, [("members".to_string(), "Stable".to_string(), "consumer".to_string())]);
+        assert!(list(&mut c, &["empty"]).await.is_empty());
+        assert_eq!(delete_group(&mut c).await, ResponseError::NonEmptyGroup.code());
+
         // Commits: the member in its generation is accepted; one without group management
         // is not, now that the group has members.
         let commit = |generation: i32, member: &str| {
@@ -353,6 +401,82 @@ mod membership {
             ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0),
             other => panic!("unexpected {other:?}"),
         }
+        assert_eq!(describe(&mut c, 5).await.group_state.as_str(), "Empty");
+        assert_eq!(list(&mut c, &["Empty"]).await.len(), 1);
+        // Deleting the empty group drops its offsets too.
+        assert_eq!(delete_group(&mut c).await, 0);
+        assert!(server
+            .node
+            .coordinator_for("members")
+            .await
+            .unwrap()
+            .offsets_store
+            .list("members")
+            .unwrap()
+            .is_empty());
+        assert!(list(&mut c, &[]).await.is_empty());
+        let gone = describe(&mut c, 5).await;
+        assert_eq!((gone.error_code, gone.group_state.as_str()), (0, "Dead"));
+        assert_eq!(describe(&mut c, 6).await.error_code, ResponseError::GroupIdNotFound.code());
+        assert_eq!(delete_group(&mut c).await, ResponseError::GroupIdNotFound.code());
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offsets_of_empty_groups_expire_and_groups_with_offsets_are_listed() {
+        let dir = temp_dir();
+        let mut config = test_config(dir.path());
+        config.offsets_topic_num_partitions = 3;
+        config.group_initial_rebalance_delay_ms = 0;
+        let server = start(config).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        assert_eq!(create_topic(&mut c, "events", 1, &[]).await, 0);
+        let commit = |group: &str| {
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("events")))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(3)])]),
+            )
+        };
+        for group in ["idle", "members"] {
+            match c.call(8, commit(group)).await {
+                ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // "members" gets a member; "idle" only has offsets, yet is listed, as Empty.
+        let member = join(&mut c, "").await.member_id.to_string();
+        assert_eq!(join(&mut c, &member).await.error_code, 0);
+        let mut listed = list(&mut c, &[]).await;
+        listed.sort();
+        assert_eq!(listed[0], ("idle".to_string(), "Empty".to_string(), String::new()));
+        assert_eq!(listed[1].0, "members");
+
+        let offsets = |server: &broker::Server, group: &'static str| {
+            let node = server.node.clone();
+            async move { node.coordinator_for(group).await.unwrap().offsets_store.list(group).unwrap().len() }
+        };
+        // Within the retention nothing goes.
+        broker::retention::expire_offsets(&server.node).await;
+        assert_eq!((offsets(&server, "idle").await, offsets(&server, "members").await), (1, 1));
+        drop(c);
+        server.shutdown().await;
+
+        // With a retention of zero, the group without members loses its offsets at the next
+        // pass; the group with a member keeps them.
+        let mut config = test_config(dir.path());
+        config.offsets_retention_minutes = 0;
+        config.group_initial_rebalance_delay_ms = 0;
+        let server = start(config).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        let member = join(&mut c, "").await.member_id.to_string();
+        assert_eq!(join(&mut c, &member).await.error_code, 0);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        broker::retention::expire_offsets(&server.node).await;
+        assert_eq!((offsets(&server, "idle").await, offsets(&server, "members").await), (0, 1));
         server.shutdown().await;
     }
 }

@@ -249,3 +249,33 @@ fn a_member_rejoining_unchanged_while_assignments_are_pending_gets_the_same_gene
     assert_eq!((resp.error, resp.generation_id, resp.members.len()), (None, 1, 1));
     assert_eq!(c.describe("g").unwrap().state, State::CompletingRebalance);
 }
+
+#[test]
+fn activity_subscriptions_and_deletion_follow_membership() {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut c = coordinator(0);
+    assert_eq!(c.activity("g"), Activity::Unknown);
+    // A real consumer subscription (version 1) as the member's protocol metadata.
+    let subscription = ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_static_str("orders"), StrBytes::from_static_str("refunds")]);
+    let mut metadata = bytes::BytesMut::from(&1i16.to_be_bytes()[..]);
+    subscription.encode(&mut metadata, 1).unwrap();
+    let mut req = join_req("", None, &["range"]);
+    req.protocols[0].metadata = metadata.freeze();
+    let first = c.join(0, 1, req.clone());
+    req.member_id = join_reply(&first, 1).unwrap().member_id;
+    let a = req.member_id.clone();
+    c.join(0, 2, req);
+    c.sync(0, 3, sync_req(&a, 1, &[(&a, "a")]));
+
+    assert_eq!(c.activity("g"), Activity::Active);
+    assert_eq!(c.subscribed_topics("g").into_iter().collect::<Vec<_>>(), ["orders", "refunds"]);
+    assert_eq!(c.delete("g"), Err(ResponseError::NonEmptyGroup));
+    c.leave(500, "g", &[(a, None)]);
+    assert_eq!(c.activity("g"), Activity::EmptySince(500));
+    assert!(c.subscribed_topics("g").is_empty());
+    assert_eq!(c.delete("g"), Ok(()));
+    assert_eq!(c.activity("g"), Activity::Unknown);
+    assert!(c.list().is_empty());
+}
