@@ -1,7 +1,8 @@
 //! Consumer group offsets, kept by the state machine of the offsets topic partition that
 //! coordinates the group: `(raft group, consumer group, topic, partition)` in
 //! [`Cf::Offsets`], so one prefix scan lists a consumer group's offsets and one range
-//! delete drops them.
+//! delete drops them. The key `(raft group, consumer group)` alone holds the group's
+//! membership record, opaque here.
 
 use std::sync::Arc;
 
@@ -52,6 +53,16 @@ fn topic_partition(prefix: &[u8], k: &[u8]) -> Option<(String, i32)> {
     let topic = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_string();
     let partition = u32::from_be_bytes(rest.get(4 + len..8 + len)?.try_into().ok()?) as i32;
     Some((topic, partition))
+}
+
+/// The consumer group a key belongs to.
+fn group_of(k: &[u8]) -> Result<String, Error> {
+    k.get(8..12)
+        .map(|l| u32::from_be_bytes(l.try_into().expect("4 bytes")) as usize)
+        .and_then(|len| k.get(12..12 + len))
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .map(str::to_string)
+        .ok_or_else(|| Error::BadValue("offsets key".into()))
 }
 
 /// The first key after every key starting with `prefix`.
@@ -108,6 +119,9 @@ impl OffsetStore {
         let mut out = Vec::new();
         for item in it {
             let (k, v) = item?;
+            if k.len() == prefix.len() {
+                continue; // the group's record
+            }
             let Some((topic, partition)) = topic_partition(&prefix, &k) else {
                 return Err(Error::BadValue("offsets key".into()));
             };
@@ -115,6 +129,36 @@ impl OffsetStore {
                 bincode::deserialize(&v).map_err(|source| Error::Corrupt { what: "committed offset", source })?;
             out.push((topic, partition, offset));
         }
+        Ok(out)
+    }
+
+    /// Adds a consumer group's membership record to `wb`.
+    pub fn put_record(&self, wb: &mut WriteBatch, consumer_group: &str, record: &[u8]) {
+        wb.put_cf(self.db.cf(Cf::Offsets), group_prefix(self.group, consumer_group), record);
+    }
+
+    /// Adds the deletion of a consumer group's membership record to `wb`.
+    pub fn delete_record(&self, wb: &mut WriteBatch, consumer_group: &str) {
+        wb.delete_cf(self.db.cf(Cf::Offsets), group_prefix(self.group, consumer_group));
+    }
+
+    /// Every consumer group's membership record kept here.
+    pub fn records(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound((self.group + 1).to_be_bytes().to_vec());
+        let mut it = self.db.rocks().raw_iterator_cf_opt(self.db.cf(Cf::Offsets), opts);
+        it.seek(self.group.to_be_bytes());
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            let name = group_of(k)?;
+            let prefix = group_prefix(self.group, &name);
+            if k.len() == prefix.len() {
+                out.push((name, it.value().unwrap_or_default().to_vec()));
+            }
+            // A group's record comes first among its keys: skip the rest.
+            it.seek(prefix_end(&prefix));
+        }
+        it.status()?;
         Ok(out)
     }
 
@@ -126,16 +170,15 @@ impl OffsetStore {
         it.seek(self.group.to_be_bytes());
         let mut out = Vec::new();
         while let Some(k) = it.key() {
-            let name = k
-                .get(8..12)
-                .map(|l| u32::from_be_bytes(l.try_into().expect("4 bytes")) as usize)
-                .and_then(|len| k.get(12..12 + len))
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .ok_or_else(|| Error::BadValue("offsets key".into()))?
-                .to_string();
-            // Skip the rest of this consumer group's keys.
-            it.seek(prefix_end(&group_prefix(self.group, &name)));
-            out.push(name);
+            let name = group_of(k)?;
+            let prefix = group_prefix(self.group, &name);
+            if k.len() > prefix.len() {
+                out.push(name);
+                // Skip the rest of this consumer group's keys.
+                it.seek(prefix_end(&prefix));
+            } else {
+                it.next(); // the group's record: offsets may follow
+            }
         }
         it.status()?;
         Ok(out)

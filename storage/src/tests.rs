@@ -306,6 +306,21 @@ fn offsets_are_kept_per_consumer_group_and_survive_a_reopen() {
     assert_eq!(one.get("a", "orders", 9).unwrap(), None);
     assert_eq!(OffsetStore::new(db.clone(), 2).get("a", "orders", 0).unwrap().unwrap().offset, 30);
     assert_eq!(one.groups().unwrap(), ["a", "ab"]);
+    // A group's record sits beside its offsets without being one.
+    let mut wb = WriteBatch::default();
+    one.put_record(&mut wb, "a", b"members of a");
+    one.put_record(&mut wb, "rec-only", b"r");
+    db.write(wb, Durability::Replayable).unwrap();
+    assert_eq!(one.list("a").unwrap().len(), 3);
+    assert_eq!(one.groups().unwrap(), ["a", "ab"], "a group with only a record has no offsets");
+    assert_eq!(
+        one.records().unwrap(),
+        [("a".to_string(), b"members of a".to_vec()), ("rec-only".to_string(), b"r".to_vec())]
+    );
+    let mut wb = WriteBatch::default();
+    one.delete_record(&mut wb, "rec-only");
+    db.write(wb, Durability::Replayable).unwrap();
+    assert_eq!(one.records().unwrap().len(), 1);
     assert_eq!(OffsetStore::new(db.clone(), 2).groups().unwrap(), ["a"]);
     assert!(OffsetStore::new(db.clone(), 3).groups().unwrap().is_empty());
 

@@ -51,6 +51,31 @@ pub fn java_string_hash(s: &str) -> i32 {
     s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
+/// Writes changed group records through their coordinating partitions, one at a time so
+/// each group's records land in the order they were made.
+async fn store_group_changes(
+    node: std::sync::Weak<Node>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::group::service::GroupChange>,
+) {
+    while let Some((group, record)) = changes.recv().await {
+        let Some(node) = node.upgrade() else { return };
+        let bytes = match record.as_ref().map(bincode::serialize).transpose() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(group, error = %e, "cannot encode group record");
+                continue;
+            }
+        };
+        let stored = match node.coordinator_for(&group).await {
+            Ok(p) => p.store_group(group.clone(), bytes).await,
+            Err(code) => Err(code),
+        };
+        if let Err(code) = stored {
+            tracing::warn!(group, %code, "group record not stored");
+        }
+    }
+}
+
 /// A refused topic operation: the code and a message for the client.
 pub type AdminError = (ResponseError, String);
 
@@ -74,7 +99,8 @@ impl Node {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
         };
-        let groups = crate::group::service::GroupService::start(settings, stop_groups.clone());
+        let (persist, changes) = tokio::sync::mpsc::unbounded_channel();
+        let groups = crate::group::service::GroupService::start(settings, persist, stop_groups.clone());
         let node = Arc::new(Node {
             config,
             db,
@@ -93,7 +119,24 @@ impl Node {
                 .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
         }
         node.reconcile().await?;
+        node.load_groups()?;
+        tokio::spawn(store_group_changes(Arc::downgrade(&node), changes));
         Ok(node)
+    }
+
+    /// Restores the consumer groups whose records the offsets partitions here keep.
+    fn load_groups(&self) -> anyhow::Result<()> {
+        let count = self.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+        for index in 0..count as i32 {
+            let Some(p) = self.partition(OFFSETS_TOPIC, index) else { continue };
+            for (group, bytes) in p.offsets_store.records()? {
+                match bincode::deserialize(&bytes) {
+                    Ok(record) => self.groups.load(&group, record),
+                    Err(e) => tracing::error!(group, error = %e, "undecodable group record skipped"),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The current cluster metadata.

@@ -35,8 +35,11 @@ pub enum PartitionCmd {
     /// Consumer group offsets (on a partition of the offsets topic, the group's
     /// coordinator): set, as OffsetCommit sends them.
     CommitOffsets { group: String, offsets: Vec<(String, i32, CommittedOffset)> },
-    /// Drop some of a consumer group's offsets (OffsetDelete), or all (DeleteGroups).
+    /// Drop some of a consumer group's offsets (OffsetDelete), or all and the group's
+    /// record (DeleteGroups, offsets retention).
     DeleteOffsets { group: String, partitions: Option<Vec<(String, i32)>> },
+    /// Set a consumer group's membership record (opaque here), or drop it.
+    StoreGroup { group: String, record: Option<Vec<u8>> },
 }
 
 impl HasBlobs for PartitionCmd {
@@ -269,6 +272,13 @@ impl Machine for PartitionMachine {
                 }
                 PartitionResp::Empty
             }
+            PartitionCmd::StoreGroup { group, record } => {
+                match record {
+                    Some(record) => self.offsets_store.put_record(wb, &group, &record),
+                    None => self.offsets_store.delete_record(wb, &group),
+                }
+                PartitionResp::Empty
+            }
         }
     }
 
@@ -429,14 +439,16 @@ impl Partition {
         Ok(rx)
     }
 
+    /// Writes one command through raft and returns what applying it returned.
+    async fn write(&self, cmd: PartitionCmd) -> Result<PartitionResp, ResponseError> {
+        self.raft.client_write(cmd).await.map(|r| r.data).map_err(|e| raft_write_code(&e))
+    }
+
     /// Moves the log start offset forward through raft; returns the new log start.
     pub async fn advance_log_start(&self, offset: i64) -> Result<i64, ResponseError> {
-        match self.raft.client_write(PartitionCmd::AdvanceLogStart { offset }).await {
-            Ok(r) => match r.data {
-                PartitionResp::LogStart(o) => Ok(o),
-                _ => Err(ResponseError::UnknownServerError),
-            },
-            Err(e) => Err(raft_write_code(&e)),
+        match self.write(PartitionCmd::AdvanceLogStart { offset }).await? {
+            PartitionResp::LogStart(o) => Ok(o),
+            _ => Err(ResponseError::UnknownServerError),
         }
     }
 
@@ -447,11 +459,7 @@ impl Partition {
         group: String,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<(), ResponseError> {
-        self.raft
-            .client_write(PartitionCmd::CommitOffsets { group, offsets })
-            .await
-            .map(|_| ())
-            .map_err(|e| raft_write_code(&e))
+        self.write(PartitionCmd::CommitOffsets { group, offsets }).await.map(|_| ())
     }
 
     /// Deletes some of a consumer group's offsets, or all of them, through raft.
@@ -460,11 +468,12 @@ impl Partition {
         group: String,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<(), ResponseError> {
-        self.raft
-            .client_write(PartitionCmd::DeleteOffsets { group, partitions })
-            .await
-            .map(|_| ())
-            .map_err(|e| raft_write_code(&e))
+        self.write(PartitionCmd::DeleteOffsets { group, partitions }).await.map(|_| ())
+    }
+
+    /// Writes a consumer group's membership record through raft (`None` drops it).
+    pub async fn store_group(&self, group: String, record: Option<Vec<u8>>) -> Result<(), ResponseError> {
+        self.write(PartitionCmd::StoreGroup { group, record }).await.map(|_| ())
     }
 
     /// Whether this node leads the partition now.

@@ -176,13 +176,13 @@ struct Group {
     /// CompletingRebalance: when members that have not synced are dropped.
     sync_deadline: Ms,
     /// When the group last had no members (offsets retention counts from here).
-    empty_since: Ms,
+    empty_since: Option<Ms>,
 }
 
 impl Group {
     fn new(now: Ms) -> Group {
         Group {
-            empty_since: now,
+            empty_since: Some(now),
             state: State::Empty,
             generation: 0,
             protocol_type: None,
@@ -256,16 +256,27 @@ pub struct Coordinator {
     settings: Settings,
     groups: HashMap<String, Group>,
     next_seq: u64,
+    /// Each group's record as last handed out by [`Coordinator::take_changes`].
+    recorded: HashMap<String, GroupRecord>,
+    /// Groups whose record may have changed since then.
+    touched: BTreeSet<String>,
 }
 
 impl Coordinator {
     pub fn new(settings: Settings) -> Coordinator {
-        Coordinator { settings, groups: HashMap::new(), next_seq: 0 }
+        Coordinator {
+            settings,
+            groups: HashMap::new(),
+            next_seq: 0,
+            recorded: HashMap::new(),
+            touched: BTreeSet::new(),
+        }
     }
 
     /// A member (re)joins. The reply to `waiter` is in the returned replies if it is
     /// ready now, else in those of a later call or tick.
     pub fn join(&mut self, now: Ms, waiter: Waiter, req: JoinRequest) -> Vec<Reply> {
+        self.touched.insert(req.group_id.clone());
         let settings = self.settings;
         if req.session_timeout_ms < settings.min_session_timeout_ms
             || req.session_timeout_ms > settings.max_session_timeout_ms
@@ -440,6 +451,7 @@ impl Coordinator {
 
     /// A member sends its SyncGroup; the leader's carries everyone's assignment.
     pub fn sync(&mut self, now: Ms, waiter: Waiter, req: SyncRequest) -> Vec<Reply> {
+        self.touched.insert(req.group_id.clone());
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             return vec![Reply::Sync(waiter, SyncResponse::error(ResponseError::UnknownMemberId))];
         };
@@ -521,6 +533,7 @@ impl Coordinator {
         let Some(group) = self.groups.get_mut(group_id) else {
             return (leaving.iter().map(|_| Some(ResponseError::UnknownMemberId)).collect(), Vec::new());
         };
+        self.touched.insert(group_id.to_string());
         let mut errors = Vec::new();
         let mut replies = Vec::new();
         let mut any = false;
@@ -560,69 +573,79 @@ impl Coordinator {
     /// Applies every deadline that has passed: sessions, the join and sync phases.
     pub fn tick(&mut self, now: Ms) -> Vec<Reply> {
         let mut replies = Vec::new();
-        for group in self.groups.values_mut() {
-            group.pending.retain(|_, deadline| *deadline > now);
-            match group.state {
-                State::PreparingRebalance => {
-                    if now >= group.join_deadline {
-                        // Whoever has not rejoined is out.
-                        let gone: Vec<String> =
-                            group.members.values().filter(|m| m.join_waiter.is_none()).map(|m| m.id.clone()).collect();
-                        for id in gone {
-                            remove_member(group, &id, &mut replies);
-                        }
-                        replies.extend(complete_join(group, now));
-                    } else {
-                        replies.extend(maybe_complete_join(group, now));
-                        if now >= group.join_not_before {
-                            // The new group's delay is over: only the join deadline is left.
-                            group.join_not_before = 0;
-                        }
-                    }
-                }
-                State::CompletingRebalance if now >= group.sync_deadline => {
-                    // Members that never synced are out; the rest rebalance again.
-                    let gone: Vec<String> = group
-                        .members
-                        .values()
-                        .filter(|m| m.sync_waiter.is_none() && group.leader.as_deref() != Some(&m.id))
-                        .map(|m| m.id.clone())
-                        .collect();
-                    let leader_missing = group
-                        .leader
-                        .as_ref()
-                        .and_then(|l| group.members.get(l))
-                        .is_none_or(|l| l.sync_waiter.is_none());
-                    if leader_missing {
-                        if let Some(l) = group.leader.clone() {
-                            remove_member(group, &l, &mut replies);
-                        }
-                    }
-                    for id in gone {
-                        remove_member(group, &id, &mut replies);
-                    }
-                    replies.extend(after_departure(group, now));
-                }
-                State::Stable | State::CompletingRebalance => {
-                    let expired: Vec<String> = group
-                        .members
-                        .values()
-                        .filter(|m| m.sync_waiter.is_none() && now >= m.last_heard + m.session_timeout_ms)
-                        .map(|m| m.id.clone())
-                        .collect();
-                    if !expired.is_empty() {
-                        for id in expired {
-                            remove_member(group, &id, &mut replies);
-                        }
-                        replies.extend(after_departure(group, now));
-                    }
-                }
-                State::Empty | State::Dead => {}
+        for (id, group) in self.groups.iter_mut() {
+            let before = (group.state, group.generation, group.members.len());
+            tick_group(group, now, &mut replies);
+            if (group.state, group.generation, group.members.len()) != before {
+                self.touched.insert(id.clone());
             }
         }
         replies
     }
+}
 
+/// One group's part of [`Coordinator::tick`].
+fn tick_group(group: &mut Group, now: Ms, out: &mut Vec<Reply>) {
+    let mut replies = Vec::new();
+    group.pending.retain(|_, deadline| *deadline > now);
+    match group.state {
+        State::PreparingRebalance => {
+            if now >= group.join_deadline {
+                // Whoever has not rejoined is out.
+                let gone: Vec<String> =
+                    group.members.values().filter(|m| m.join_waiter.is_none()).map(|m| m.id.clone()).collect();
+                for id in gone {
+                    remove_member(group, &id, &mut replies);
+                }
+                replies.extend(complete_join(group, now));
+            } else {
+                replies.extend(maybe_complete_join(group, now));
+                if now >= group.join_not_before {
+                    // The new group's delay is over: only the join deadline is left.
+                    group.join_not_before = 0;
+                }
+            }
+        }
+        State::CompletingRebalance if now >= group.sync_deadline => {
+            // Members that never synced are out; the rest rebalance again.
+            let gone: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| m.sync_waiter.is_none() && group.leader.as_deref() != Some(&m.id))
+                .map(|m| m.id.clone())
+                .collect();
+            let leader_missing =
+                group.leader.as_ref().and_then(|l| group.members.get(l)).is_none_or(|l| l.sync_waiter.is_none());
+            if leader_missing {
+                if let Some(l) = group.leader.clone() {
+                    remove_member(group, &l, &mut replies);
+                }
+            }
+            for id in gone {
+                remove_member(group, &id, &mut replies);
+            }
+            replies.extend(after_departure(group, now));
+        }
+        State::Stable | State::CompletingRebalance => {
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| m.sync_waiter.is_none() && now >= m.last_heard + m.session_timeout_ms)
+                .map(|m| m.id.clone())
+                .collect();
+            if !expired.is_empty() {
+                for id in expired {
+                    remove_member(group, &id, &mut replies);
+                }
+                replies.extend(after_departure(group, now));
+            }
+        }
+        State::Empty | State::Dead => {}
+    }
+    out.extend(replies);
+}
+
+impl Coordinator {
     /// The earliest time [`Coordinator::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Ms> {
         self.groups
@@ -699,7 +722,9 @@ impl Coordinator {
     pub fn activity(&self, group_id: &str) -> Activity {
         match self.groups.get(group_id) {
             None => Activity::Unknown,
-            Some(g) if g.members.is_empty() && g.state == State::Empty => Activity::EmptySince(g.empty_since),
+            Some(g) if g.members.is_empty() && g.state == State::Empty => {
+                g.empty_since.map_or(Activity::Unknown, Activity::EmptySince)
+            }
             Some(_) => Activity::Active,
         }
     }
@@ -715,6 +740,7 @@ impl Coordinator {
 
     /// Forgets a group for DeleteGroups: refused with NON_EMPTY_GROUP while it has members.
     pub fn delete(&mut self, group_id: &str) -> Result<(), ResponseError> {
+        self.touched.insert(group_id.to_string());
         match self.groups.get(group_id) {
             Some(g) if !g.members.is_empty() || g.state != State::Empty => Err(ResponseError::NonEmptyGroup),
             _ => {
@@ -827,7 +853,7 @@ fn remove_member(group: &mut Group, id: &str, replies: &mut Vec<Reply>) {
 fn become_empty(group: &mut Group, now: Ms) {
     if group.state != State::Empty {
         group.generation += 1;
-        group.empty_since = now;
+        group.empty_since = Some(now);
     }
     group.state = State::Empty;
     group.leader = None;
@@ -932,6 +958,9 @@ fn sync_response(group: &Group, member_id: &str) -> SyncResponse {
         assignment: group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default(),
     }
 }
+
+mod record;
+pub use record::{GroupRecord, MemberRecord};
 
 #[cfg(test)]
 mod tests;

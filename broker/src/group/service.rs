@@ -11,17 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{
-    Activity, Coordinator, GroupSummary, JoinRequest, JoinResponse, Ms, Reply, Settings, State, SyncRequest,
-    SyncResponse, Waiter,
+    Activity, Coordinator, GroupRecord, GroupSummary, JoinRequest, JoinResponse, Ms, Reply, Settings, State,
+    SyncRequest, SyncResponse, Waiter,
 };
+
+/// A group's record to store (`None`: drop it), in the order the coordinator made them.
+pub type GroupChange = (String, Option<GroupRecord>);
 
 /// Groups coordinated on this node.
 pub struct GroupService {
     coordinator: Mutex<Coordinator>,
+    /// Where changed group records go to be written through raft.
+    persist: mpsc::UnboundedSender<GroupChange>,
     waiters: Mutex<HashMap<Waiter, oneshot::Sender<Reply>>>,
     next_waiter: AtomicU64,
     started: Instant,
@@ -31,9 +36,14 @@ pub struct GroupService {
 
 impl GroupService {
     /// Starts the service and its ticker, which stops on `shutdown`.
-    pub fn start(settings: Settings, shutdown: CancellationToken) -> Arc<GroupService> {
+    pub fn start(
+        settings: Settings,
+        persist: mpsc::UnboundedSender<GroupChange>,
+        shutdown: CancellationToken,
+    ) -> Arc<GroupService> {
         let service = Arc::new(GroupService {
             coordinator: Mutex::new(Coordinator::new(settings)),
+            persist,
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
             started: Instant::now(),
@@ -49,6 +59,24 @@ impl GroupService {
 
     fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
         self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a call that may change groups, and queues their changed records while still
+    /// holding the coordinator, so records are written in the order they were made.
+    fn changing<R>(&self, f: impl FnOnce(&mut Coordinator, Ms) -> R) -> R {
+        let now = self.now();
+        let mut c = self.coordinator();
+        let result = f(&mut c, now);
+        for change in c.take_changes() {
+            let _ = self.persist.send(change);
+        }
+        result
+    }
+
+    /// Restores a group from its stored record.
+    pub fn load(&self, group: &str, record: GroupRecord) {
+        let now = self.now();
+        self.coordinator().load(now, group, record);
     }
 
     /// Hands replies to the calls waiting for them.
@@ -72,10 +100,7 @@ impl GroupService {
         let waiter = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(waiter, tx);
-        let replies = {
-            let now = self.now();
-            call(&mut self.coordinator(), now, waiter)
-        };
+        let replies = self.changing(|c, now| call(c, now, waiter));
         self.deliver(replies);
         self.changed.notify_one();
         rx.await.ok()
@@ -110,8 +135,7 @@ impl GroupService {
     }
 
     pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<Option<ResponseError>> {
-        let now = self.now();
-        let (errors, replies) = self.coordinator().leave(now, group, members);
+        let (errors, replies) = self.changing(|c, now| c.leave(now, group, members));
         self.deliver(replies);
         self.changed.notify_one();
         errors
@@ -151,7 +175,7 @@ impl GroupService {
     }
 
     pub fn delete(&self, group: &str) -> Result<(), ResponseError> {
-        self.coordinator().delete(group)
+        self.changing(|c, _| c.delete(group))
     }
 }
 
@@ -160,7 +184,7 @@ async fn run_ticker(service: std::sync::Weak<GroupService>, shutdown: Cancellati
     loop {
         let Some(s) = service.upgrade() else { return };
         let now = s.now();
-        let replies = s.coordinator().tick(now);
+        let replies = s.changing(|c, now| c.tick(now));
         s.deliver(replies);
         // At most a second between ticks, so a deadline is never missed for long.
         let next = s.coordinator().next_deadline().unwrap_or(now + 1000).min(now + 1000);
@@ -199,8 +223,12 @@ mod tests {
     #[tokio::test]
     async fn joins_wait_for_each_other_and_the_ticker_ends_a_rebalance_on_time() {
         let shutdown = CancellationToken::new();
-        let service =
-            GroupService::start(Settings { initial_rebalance_delay_ms: 50, ..Settings::default() }, shutdown.clone());
+        let (persist, mut changes) = mpsc::unbounded_channel();
+        let service = GroupService::start(
+            Settings { initial_rebalance_delay_ms: 50, ..Settings::default() },
+            persist,
+            shutdown.clone(),
+        );
         let a = service.join(join_req("")).await.member_id;
         let b = service.join(join_req("")).await.member_id;
         // Both join; the first generation starts after the initial delay, by the ticker.
@@ -224,6 +252,12 @@ mod tests {
             service.sync(sync(&leader, vec![(follower.clone(), Bytes::from("f")), (leader.clone(), Bytes::from("l"))]))
         );
         assert_eq!((sf.assignment, sl.assignment), (Bytes::from("f"), Bytes::from("l")));
+        // The stable generation's record was queued for storage.
+        let (group, record) = changes.try_recv().expect("a record once stable");
+        let record = record.expect("group exists");
+        assert_eq!((group.as_str(), record.generation, record.members.len()), ("g", 1, 2));
+        assert!(record.members.iter().any(|m| m.assignment == b"f"));
+        assert!(changes.try_recv().is_err(), "nothing else changed");
 
         // The leader rejoins; the follower never does, nor heartbeats: the ticker ends the
         // join phase at the rebalance timeout without it.

@@ -422,6 +422,70 @@ mod membership {
         server.shutdown().await;
     }
 
+    async fn sync(c: &mut Client, member: &str, generation: i32) -> SyncGroupResponse {
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("members")))
+            .with_generation_id(generation)
+            .with_member_id(s(member))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(member))
+                .with_assignment(bytes::Bytes::from("events-0"))]);
+        match c.call(5, RequestKind::SyncGroup(sync)).await {
+            ResponseKind::SyncGroup(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn heartbeat(c: &mut Client, member: &str, generation: i32) -> i16 {
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("members")))
+            .with_generation_id(generation)
+            .with_member_id(s(member));
+        match c.call(4, RequestKind::Heartbeat(req)).await {
+            ResponseKind::Heartbeat(r) => r.error_code,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stable_group_carries_on_after_a_restart_without_a_rebalance() {
+        let dir = temp_dir();
+        let config = || {
+            let mut config = test_config(dir.path());
+            config.offsets_topic_num_partitions = 2;
+            config.group_initial_rebalance_delay_ms = 0;
+            config
+        };
+        let server = start(config()).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        let member = join(&mut c, "").await.member_id.to_string();
+        assert_eq!(join(&mut c, &member).await.generation_id, 1);
+        assert_eq!(sync(&mut c, &member, 1).await.error_code, 0);
+        // The record of the stable generation is written through raft in the background.
+        let p = server.node.coordinator_for("members").await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.offsets_store.records().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "group record never stored");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop((p, c));
+        server.shutdown().await;
+
+        let server = start(config()).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        // The member heartbeats in its generation as if nothing happened.
+        assert_eq!(heartbeat(&mut c, &member, 1).await, 0);
+        let g = describe(&mut c, 5).await;
+        assert_eq!((g.group_state.as_str(), g.protocol_data.as_str()), ("Stable", "range"));
+        assert_eq!(g.members[0].member_id.as_str(), member);
+        assert_eq!(g.members[0].member_assignment.as_ref(), b"events-0");
+        // A follower's sync in the same generation gets its assignment back.
+        assert_eq!(sync(&mut c, &member, 1).await.assignment.as_ref(), b"events-0");
+        // A rejoin after the restart is the next generation.
+        assert_eq!(join(&mut c, &member).await.generation_id, 2);
+        server.shutdown().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn offsets_of_empty_groups_expire_and_groups_with_offsets_are_listed() {
         let dir = temp_dir();
