@@ -2,8 +2,10 @@
 //! `quarry` node started by this program.
 //!
 //! Prints, for 100 B and 1 KiB records and acks=1 / acks=all: produce records/s and MB/s,
-//! consume records/s and MB/s; p50/p99 produce latency at a fixed 50k records/s; the
-//! latency of a fetch whose data is already there; the broker's CPU time and peak RSS.
+//! consume records/s and MB/s; the same produce with enable.idempotence=true beside plain
+//! acks=all; a consumer group of 3 members reading a 6-partition topic; p50/p99 produce
+//! latency at a fixed 50k records/s; the latency of a fetch whose data is already there;
+//! the broker's CPU time and peak RSS.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -94,9 +96,19 @@ fn free_port() -> Result<u16> {
 }
 
 fn producer(port: u16, acks: &str) -> Result<BaseProducer> {
-    Ok(ClientConfig::new()
+    producer_with(port, acks, false)
+}
+
+fn producer_with(port: u16, acks: &str, idempotent: bool) -> Result<BaseProducer> {
+    let mut config = ClientConfig::new();
+    // BENCH_MAX_IN_FLIGHT caps requests in flight per connection (idempotence caps it at 5).
+    if let Ok(n) = std::env::var("BENCH_MAX_IN_FLIGHT") {
+        config.set("max.in.flight.requests.per.connection", n);
+    }
+    Ok(config
         .set("bootstrap.servers", format!("127.0.0.1:{port}"))
         .set("acks", acks)
+        .set("enable.idempotence", idempotent.to_string())
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
@@ -107,12 +119,17 @@ fn producer(port: u16, acks: &str) -> Result<BaseProducer> {
 
 /// Produces `count` records of `size` bytes to partition 0 as fast as possible.
 fn produce_run(port: u16, topic: &str, acks: &str, size: usize, count: usize) -> Result<Duration> {
-    let p = producer(port, acks)?;
+    produce_with(&producer(port, acks)?, topic, size, count, 1)
+}
+
+/// Produces `count` records of `size` bytes round-robin over `partitions` partitions.
+fn produce_with(p: &BaseProducer, topic: &str, size: usize, count: usize, partitions: i32) -> Result<Duration> {
     let payload = vec![b'x'; size];
     let start = Instant::now();
     for i in 0..count {
+        let partition = (i % partitions as usize) as i32;
         loop {
-            match p.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload).partition(0)) {
+            match p.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload).partition(partition)) {
                 Ok(()) => break,
                 Err((e, _)) => {
                     if i == 0 && !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
@@ -134,7 +151,6 @@ fn produce_run(port: u16, topic: &str, acks: &str, size: usize, count: usize) ->
 /// batches (`rd_kafka_consume_batch_queue`): one `poll` per message costs the client more
 /// than the broker spends serving them.
 fn consume_run(port: u16, topic: &str, count: usize) -> Result<Duration> {
-    use rdkafka::bindings as rd;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", format!("127.0.0.1:{port}"))
         .set("group.id", "bench")
@@ -148,18 +164,34 @@ fn consume_run(port: u16, topic: &str, count: usize) -> Result<Duration> {
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     c.assign(&tpl)?;
     let start = Instant::now();
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    drain(&c, &total, count, Duration::from_secs(10))?;
+    Ok(start.elapsed())
+}
+
+/// Takes messages from the consumer in batches until `total` (shared by the members of a
+/// group) reaches `count`; fails when nothing arrives for `stall`. Returns the messages
+/// this consumer took and when its first one came.
+fn drain(
+    c: &BaseConsumer,
+    total: &std::sync::atomic::AtomicUsize,
+    count: usize,
+    stall: Duration,
+) -> Result<(usize, Option<Instant>)> {
+    use rdkafka::bindings as rd;
+    use std::sync::atomic::Ordering;
+    let mut mine = 0;
+    let mut first = None;
+    let mut last = Instant::now();
     // SAFETY: the queue and messages come from this consumer, which outlives them; every
     // message returned is destroyed once, and the queue handle is released at the end.
-    let result = unsafe {
+    let failure = unsafe {
         let queue = rd::rd_kafka_queue_get_consumer(c.client().native_ptr());
         let mut batch = vec![std::ptr::null_mut::<rd::rd_kafka_message_t>(); 10_000];
-        let mut n = 0;
         let mut failure = None;
-        while n < count && failure.is_none() {
-            let got = rd::rd_kafka_consume_batch_queue(queue, 10_000, batch.as_mut_ptr(), batch.len());
-            if got <= 0 {
-                failure = Some(format!("consumer stalled at {n} of {count}"));
-            }
+        while total.load(Ordering::Relaxed) < count && failure.is_none() {
+            let got = rd::rd_kafka_consume_batch_queue(queue, 100, batch.as_mut_ptr(), batch.len());
+            let mut n = 0;
             for &m in &batch[..got.max(0) as usize] {
                 match (*m).err {
                     rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => n += 1,
@@ -168,14 +200,101 @@ fn consume_run(port: u16, topic: &str, count: usize) -> Result<Duration> {
                 }
                 rd::rd_kafka_message_destroy(m);
             }
+            if n > 0 {
+                first.get_or_insert_with(Instant::now);
+                mine += n;
+                total.fetch_add(n, Ordering::Relaxed);
+                last = Instant::now();
+            } else if last.elapsed() > stall {
+                failure = Some(format!("consumer stalled at {} of {count}", total.load(Ordering::Relaxed)));
+            }
         }
         rd::rd_kafka_queue_destroy(queue);
         failure
     };
-    if let Some(f) = result {
-        bail!("{f}");
+    match failure {
+        Some(f) => bail!("{f}"),
+        None => Ok((mine, first)),
     }
-    Ok(start.elapsed())
+}
+
+/// Idempotent produce against plain acks=all, each on a fresh node: records/s of both.
+fn idempotence_run(bin: &Path, size: usize, count: usize) -> Result<(f64, f64)> {
+    let mut rates = [0.0; 2];
+    for (i, idempotent) in [false, true].into_iter().enumerate() {
+        let fresh = Broker::start(bin)?;
+        let p = producer_with(fresh.port, "all", idempotent)?;
+        let took = produce_with(&p, &format!("idem-{size}-{idempotent}"), size, count, 1)?;
+        rates[i] = count as f64 / took.as_secs_f64();
+    }
+    Ok((rates[0], rates[1]))
+}
+
+/// A consumer group of `members` reading a `partitions`-partition topic of `count` 1 KiB
+/// records from the start: records/s from the members' subscribe to the last record, the
+/// time until the first record (group formation), and each member's share.
+fn group_run(bin: &Path, members: usize, partitions: i32, count: usize) -> Result<(f64, Duration, Vec<usize>)> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fresh = Broker::start(bin)?;
+    let bootstrap = format!("127.0.0.1:{}", fresh.port);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let created = runtime.block_on(admin.create_topics(
+        &[NewTopic::new("group-bench", partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))?;
+    if let Some(Err((topic, e))) = created.into_iter().next() {
+        bail!("create {topic}: {e}");
+    }
+    produce_with(&producer(fresh.port, "1")?, "group-bench", 1024, count, partitions)?;
+    let total = AtomicUsize::new(0);
+    let start = Instant::now();
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..members)
+            .map(|_| {
+                scope.spawn(|| -> Result<(usize, Option<Instant>)> {
+                    let c: BaseConsumer = ClientConfig::new()
+                        .set("bootstrap.servers", &bootstrap)
+                        .set("group.id", "group-bench")
+                        .set("auto.offset.reset", "earliest")
+                        .set("enable.auto.commit", "true")
+                        .set("queued.max.messages.kbytes", "262144")
+                        .create()?;
+                    c.subscribe(&["group-bench"])?;
+                    // One poll per message: rebalances reach the application as events
+                    // that only `poll` handles, so the batch interface cannot be used here.
+                    let (mut mine, mut first, mut last) = (0, None, Instant::now());
+                    while total.load(Ordering::Relaxed) < count {
+                        match c.poll(Duration::from_millis(100)) {
+                            Some(Ok(_)) => {
+                                first.get_or_insert_with(Instant::now);
+                                mine += 1;
+                                total.fetch_add(1, Ordering::Relaxed);
+                                last = Instant::now();
+                            }
+                            Some(Err(e)) => bail!("group member: {e}"),
+                            None if last.elapsed() > Duration::from_secs(30) => {
+                                bail!("group stalled at {} of {count}", total.load(Ordering::Relaxed))
+                            }
+                            None => {}
+                        }
+                    }
+                    Ok((mine, first))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("member thread")).collect::<Result<Vec<_>>>()
+    })?;
+    let shares: Vec<usize> = results.iter().map(|r| r.0).collect();
+    let took = start.elapsed();
+    let got: usize = shares.iter().sum();
+    if got != count {
+        bail!("group consumed {got} records of {count}");
+    }
+    let formed = results.iter().filter_map(|r| r.1).min().map_or(took, |t| t - start);
+    Ok((count as f64 / took.as_secs_f64(), formed, shares))
 }
 
 /// Records each delivery's latency, from the send time carried as the opaque.
@@ -409,6 +528,39 @@ fn main() -> Result<()> {
         println!(
             "produce latency at 50k records/s, 1 KiB, acks={acks}: p50 {p50:.2} ms, p99 {p99:.2} ms (median run; p99 of each: {})",
             all.join(", ")
+        );
+    }
+    if run("idempotence") {
+        let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+        for (size, count) in [(100usize, 2_000_000usize), (1024, 500_000)] {
+            let mut runs = Vec::new();
+            for _ in 0..repeat {
+                runs.push(idempotence_run(&bin, size, count)?);
+            }
+            let median = |f: &dyn Fn(&(f64, f64)) -> f64| {
+                let mut v: Vec<f64> = runs.iter().map(f).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            };
+            let (plain, idem) = (median(&|r| r.0), median(&|r| r.1));
+            let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.1 / r.0)).collect();
+            println!(
+                "idempotent produce, {size} B acks=all: {idem:.0} rec/s ({:.1} MB/s) vs {plain:.0} rec/s without ({:.1} MB/s): {:+.1}% (idempotent/plain per run: {})",
+                idem * size as f64 / 1e6,
+                plain * size as f64 / 1e6,
+                (idem / plain - 1.0) * 100.0,
+                ratios.join(", ")
+            );
+        }
+    }
+    if run("group") {
+        let count = 600_000;
+        let (rate, formed, shares) = group_run(&bin, 3, 6, count)?;
+        println!(
+            "consumer group of 3 on 6 partitions, {count} x 1 KiB: {rate:.0} rec/s ({:.0} MB/s) from subscribe to last record; first record after {:.2} s (group formation, group.initial.rebalance.delay.ms 3000), {:.0} rec/s from then on; shares {shares:?}",
+            rate * 1024.0 / 1e6,
+            formed.as_secs_f64(),
+            count as f64 / (count as f64 / rate - formed.as_secs_f64())
         );
     }
     if run("disk") {
