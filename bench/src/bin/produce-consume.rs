@@ -100,10 +100,14 @@ fn producer(port: u16, acks: &str) -> Result<BaseProducer> {
 }
 
 fn producer_with(port: u16, acks: &str, idempotent: bool) -> Result<BaseProducer> {
+    producer_in_flight(port, acks, idempotent, None)
+}
+
+/// A producer; `in_flight` caps the requests in flight per connection.
+fn producer_in_flight(port: u16, acks: &str, idempotent: bool, in_flight: Option<u32>) -> Result<BaseProducer> {
     let mut config = ClientConfig::new();
-    // BENCH_MAX_IN_FLIGHT caps requests in flight per connection (idempotence caps it at 5).
-    if let Ok(n) = std::env::var("BENCH_MAX_IN_FLIGHT") {
-        config.set("max.in.flight.requests.per.connection", n);
+    if let Some(n) = in_flight {
+        config.set("max.in.flight.requests.per.connection", n.to_string());
     }
     Ok(config
         .set("bootstrap.servers", format!("127.0.0.1:{port}"))
@@ -218,36 +222,53 @@ fn drain(
     }
 }
 
-/// Idempotent produce against plain acks=all, each on a fresh node: records/s of both.
-fn idempotence_run(bin: &Path, size: usize, count: usize) -> Result<(f64, f64)> {
-    let mut rates = [0.0; 2];
-    for (i, idempotent) in [false, true].into_iter().enumerate() {
-        let fresh = Broker::start(bin)?;
-        let p = producer_with(fresh.port, "all", idempotent)?;
-        let took = produce_with(&p, &format!("idem-{size}-{idempotent}"), size, count, 1)?;
-        rates[i] = count as f64 / took.as_secs_f64();
+/// Creates a topic with the admin client.
+fn create_topic(port: u16, topic: &str, partitions: i32) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", format!("127.0.0.1:{port}")).create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let created = runtime.block_on(
+        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()),
+    )?;
+    if let Some(Err((topic, e))) = created.into_iter().next() {
+        bail!("create {topic}: {e}");
     }
-    Ok((rates[0], rates[1]))
+    Ok(())
+}
+
+/// Plain acks=all produce with requests pipelined, the same with one request in flight,
+/// and idempotent produce (which librdkafka 2.12 runs with one request in flight per
+/// partition: it compares the messages in flight with the 5-request window), each on a
+/// fresh node, round-robin over `partitions` partitions: records/s of each.
+fn idempotence_run(bin: &Path, size: usize, count: usize, partitions: i32) -> Result<[f64; 3]> {
+    let mut rates = [0.0; 3];
+    for (i, (idempotent, in_flight)) in [(false, None), (false, Some(1)), (true, None)].into_iter().enumerate() {
+        let fresh = Broker::start(bin)?;
+        let topic = format!("idem-{size}-{i}");
+        if partitions > 1 {
+            create_topic(fresh.port, &topic, partitions)?;
+        }
+        let p = producer_in_flight(fresh.port, "all", idempotent, in_flight)?;
+        let took = produce_with(&p, &topic, size, count, partitions)?;
+        rates[i] = count as f64 / took.as_secs_f64();
+        if std::env::var_os("BENCH_METRICS").is_some() {
+            let (cpu, _) = fresh.usage();
+            let requests = fresh.metrics("api=\"Produce\"");
+            eprintln!("  idempotent={idempotent}: broker cpu {cpu:.2} s; {}", requests.join("; "));
+        }
+    }
+    Ok(rates)
 }
 
 /// A consumer group of `members` reading a `partitions`-partition topic of `count` 1 KiB
 /// records from the start: records/s from the members' subscribe to the last record, the
 /// time until the first record (group formation), and each member's share.
 fn group_run(bin: &Path, members: usize, partitions: i32, count: usize) -> Result<(f64, Duration, Vec<usize>)> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let fresh = Broker::start(bin)?;
     let bootstrap = format!("127.0.0.1:{}", fresh.port);
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let created = runtime.block_on(admin.create_topics(
-        &[NewTopic::new("group-bench", partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new(),
-    ))?;
-    if let Some(Err((topic, e))) = created.into_iter().next() {
-        bail!("create {topic}: {e}");
-    }
+    create_topic(fresh.port, "group-bench", partitions)?;
     produce_with(&producer(fresh.port, "1")?, "group-bench", 1024, count, partitions)?;
     let total = AtomicUsize::new(0);
     let start = Instant::now();
@@ -532,24 +553,26 @@ fn main() -> Result<()> {
     }
     if run("idempotence") {
         let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
-        for (size, count) in [(100usize, 2_000_000usize), (1024, 500_000)] {
+        for (size, count, partitions) in [(100usize, 2_000_000usize, 1), (1024, 500_000, 1), (1024, 500_000, 6)] {
             let mut runs = Vec::new();
             for _ in 0..repeat {
-                runs.push(idempotence_run(&bin, size, count)?);
+                runs.push(idempotence_run(&bin, size, count, partitions)?);
             }
-            let median = |f: &dyn Fn(&(f64, f64)) -> f64| {
+            let median = |f: &dyn Fn(&[f64; 3]) -> f64| {
                 let mut v: Vec<f64> = runs.iter().map(f).collect();
                 v.sort_by(|a, b| a.total_cmp(b));
                 v[v.len() / 2]
             };
-            let (plain, idem) = (median(&|r| r.0), median(&|r| r.1));
-            let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.1 / r.0)).collect();
+            let (plain, one, idem) = (median(&|r| r[0]), median(&|r| r[1]), median(&|r| r[2]));
+            let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}", r[2] / r[1])).collect();
+            let mb = |r: f64| r * size as f64 / 1e6;
             println!(
-                "idempotent produce, {size} B acks=all: {idem:.0} rec/s ({:.1} MB/s) vs {plain:.0} rec/s without ({:.1} MB/s): {:+.1}% (idempotent/plain per run: {})",
-                idem * size as f64 / 1e6,
-                plain * size as f64 / 1e6,
-                (idem / plain - 1.0) * 100.0,
-                ratios.join(", ")
+                "idempotent produce, {size} B acks=all, {partitions} partition(s): {idem:.0} rec/s ({:.1} MB/s); plain with one request in flight {one:.0} rec/s ({:.1} MB/s): {:+.1}% (per run: {}); plain pipelined {plain:.0} rec/s ({:.1} MB/s)",
+                mb(idem),
+                mb(one),
+                (idem / one - 1.0) * 100.0,
+                ratios.join(", "),
+                mb(plain),
             );
         }
     }
