@@ -279,3 +279,42 @@ fn activity_subscriptions_and_deletion_follow_membership() {
     assert_eq!(c.activity("g"), Activity::Unknown);
     assert!(c.list().is_empty());
 }
+
+#[test]
+fn records_are_handed_out_at_rest_and_restore_the_group() {
+    let mut c = coordinator(0);
+    // A first join that only hands out a member id leaves nothing worth storing.
+    let first = c.join(0, 1, join_req("", None, &["range"]));
+    assert!(c.take_changes().is_empty());
+    let a = join_reply(&first, 1).unwrap().member_id;
+    c.join(0, 2, join_req(&a, None, &["range"]));
+    // Mid-rebalance (CompletingRebalance) is not a state to store.
+    assert!(c.take_changes().is_empty());
+    c.sync(0, 3, sync_req(&a, 1, &[(&a, "a-assignment")]));
+    let changes = c.take_changes();
+    assert_eq!(changes.len(), 1);
+    let record = changes[0].1.clone().expect("stable group");
+    assert_eq!((record.generation, record.leader.as_deref(), record.members.len()), (1, Some(a.as_str()), 1));
+    assert_eq!(record.members[0].metadata, b"meta-range");
+    assert_eq!(record.members[0].assignment, b"a-assignment");
+    // Heartbeats change nothing stored.
+    c.heartbeat(10, "g", &a, None, 1);
+    assert!(c.take_changes().is_empty());
+
+    // Another coordinator (a restarted node) loads the record: the member carries on.
+    let mut restarted = coordinator(0);
+    restarted.load(5_000, "g", record.clone());
+    assert_eq!(restarted.heartbeat(5_001, "g", &a, None, 1), None);
+    let replies = restarted.sync(5_002, 9, sync_req(&a, 1, &[]));
+    assert_eq!(sync_reply(&replies, 9).unwrap().assignment, Bytes::from("a-assignment"));
+    assert!(restarted.take_changes().is_empty(), "a loaded record is not stored again");
+    // Its session runs from the load: silent past it, the member is dropped.
+    restarted.tick(5_002 + SESSION);
+    assert_eq!(restarted.describe("g").unwrap().state, State::Empty);
+    let emptied = restarted.take_changes();
+    assert_eq!(emptied[0].1.as_ref().unwrap().members.len(), 0);
+    assert_eq!(emptied[0].1.as_ref().unwrap().generation, 2);
+    // Deleting the group hands out its removal.
+    assert_eq!(restarted.delete("g"), Ok(()));
+    assert_eq!(restarted.take_changes(), vec![("g".to_string(), None)]);
+}
