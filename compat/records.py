@@ -28,17 +28,19 @@ def check(cond, msg):
         raise CheckFailed(msg)
 
 
-def run_steps(client, required, optional):
-    """Runs the required steps, stopping at the first failure, then every
-    optional step, each even if an earlier one failed. Exits 1 if any failed."""
+def run_steps(client, required, optional, independent=()):
+    """Runs the required steps, stopping at the first failure, then every optional
+    step (skipped if a required one failed), then every independent step, each
+    even if an earlier one failed. Exits 1 if any failed."""
+    failures = 0
     try:
         for step in required:
             step()
     except CheckFailed as e:
         print(f"{client}: FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
-    failures = 0
-    for step in optional:
+        failures += 1
+        optional = []
+    for step in list(optional) + list(independent):
         try:
             step()
         except Exception as e:  # noqa: BLE001 - any error fails this step only
@@ -50,10 +52,11 @@ def run_steps(client, required, optional):
 
 
 def run_client_checks(client, topic, partitions, rounds, admin, create_topic, produce_round, consume_all,
-                      check_list_offsets, check_tail, check_admin):
+                      check_list_offsets, check_tail, check_admin, independent=()):
     """The sequence every Python client check runs: create the topic, produce each round
     and read everything back (stopping on failure), then ListOffsets, the tail (which
-    appends a record, so after ListOffsets) and the admin calls, each on its own."""
+    appends a record, so after ListOffsets) and the admin calls, each on its own; then
+    the `independent` steps (the group scenarios, on topics of their own)."""
     expected = {p: [] for p in range(partitions)}
     total = []
 
@@ -72,7 +75,7 @@ def run_client_checks(client, topic, partitions, rounds, admin, create_topic, pr
     def admin_apis():
         check_admin(admin)
 
-    run_steps(client, [produce_and_consume], [list_offsets, tail, admin_apis])
+    run_steps(client, [produce_and_consume], [list_offsets, tail, admin_apis], independent)
     print(f"{client}: {total[0]} records ok")
 
 

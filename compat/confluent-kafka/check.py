@@ -1,8 +1,10 @@
 """confluent-kafka (librdkafka bundled in its wheel) against one node.
 
-Usage: check.py BOOTSTRAP
+Usage: check.py BOOTSTRAP WORK_DIR                  everything up to the broker restart
+       check.py --after-restart BOOTSTRAP WORK_DIR  the group scenario's part after it
 """
 
+import os
 import sys
 import time
 
@@ -17,6 +19,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
+import groups
 from records import (
     ROUNDS,
     CheckFailed,
@@ -25,12 +28,14 @@ from records import (
     first_at_or_after,
     make_record,
     run_client_checks,
+    run_steps,
     summarize,
     timestamp_probes,
 )
 
 CLIENT = "confluent-kafka"
-BOOTSTRAP = sys.argv[1]
+AFTER_RESTART = sys.argv[1] == "--after-restart"
+BOOTSTRAP, WORK_DIR = sys.argv[2:4] if AFTER_RESTART else sys.argv[1:3]
 TOPIC = "confluent-3p"
 PARTITIONS = 3
 PER = 150  # records per partition per round
@@ -253,65 +258,84 @@ def check_admin(admin):
         time.sleep(0.2)
 
 
-def check_group(admin):
-    """Two members subscribe to a 6-partition topic: each gets 3 partitions, every record
-    is consumed once, and the offsets they commit are where the partitions end."""
-    import threading
-    topic, parts, per = "confluent-group", 6, 50
-    create_topic(admin, topic, parts)
-    p = Producer({"bootstrap.servers": BOOTSTRAP})
-    for i in range(parts * per):
-        p.produce(topic, key=str(i), value=str(i), partition=i % parts)
-    p.flush(30)
-    seen, assigned, errors = {}, {}, []
-    lock = threading.Lock()
-    done = threading.Event()
+class GroupClient:
+    """What the group scenarios (groups.py) do with confluent-kafka outside the members."""
 
-    def member(name):
-        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "confluent-group", "client.id": name,
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        c.subscribe([topic])
-        deadline = time.monotonic() + 60
-        while not done.is_set() and time.monotonic() < deadline:
-            m = c.poll(0.2)
-            with lock:
-                assigned[name] = sorted(tp.partition for tp in c.assignment())
-                if m is not None and m.error() is None:
-                    seen.setdefault((m.partition(), m.offset()), []).append(name)
-                elif m is not None:
-                    errors.append(f"{name}: {m.error()}")
-                if len(seen) == parts * per and len(assigned) == 2 and all(len(a) == 3 for a in assigned.values()):
-                    done.set()
-        c.commit(asynchronous=False)
-        c.close()
+    name = CLIENT
+    bootstrap = BOOTSTRAP
+    member_cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "member.py")]
 
-    threads = [threading.Thread(target=member, args=(n,)) for n in ("m1", "m2")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    check(not errors, f"group consumers: {errors[:3]}")
-    check(done.is_set(), f"group: {len(seen)} of {parts * per} records, assignments {assigned}")
-    check(sorted(assigned["m1"] + assigned["m2"]) == list(range(parts)), f"group assignments {assigned}")
-    dups = [k for k, v in seen.items() if len(v) > 1]
-    check(not dups, f"group: records consumed twice: {dups[:5]}")
-    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "confluent-group"})
-    committed = c.committed([TopicPartition(topic, i) for i in range(parts)], timeout=30)
-    c.close()
-    check(all(tp.offset == per for tp in committed), f"group commits {[(tp.partition, tp.offset) for tp in committed]}")
-    print(f"{CLIENT}: group of 2 on {parts} partitions: {assigned}, {len(seen)} records once, commits at the end")
+    def __init__(self, admin):
+        self.admin = admin
+        self.producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": False, "acks": "all",
+                                  "linger.ms": 5})
+        self.readers = {}  # group -> consumer that never subscribes: OffsetFetch and ListOffsets only
+
+    def create_topic(self, name, partitions):
+        create_topic(self.admin, name, partitions)
+
+    def produce(self, topic, items):
+        acks = {}
+
+        def on_delivery(err, msg, i):
+            acks[i] = (err, msg.partition(), msg.offset())
+
+        for i, (p, key) in enumerate(items):
+            self.producer.produce(topic, key=key, value=key, partition=p,
+                                  on_delivery=lambda err, msg, i=i: on_delivery(err, msg, i))
+        left = self.producer.flush(30)
+        check(left == 0, f"produce to {topic}: {left} records undelivered after 30s")
+        errors = [a[0] for a in acks.values() if a[0] is not None]
+        check(not errors, f"produce to {topic}: {errors[:3]}")
+        return [acks[i][1:] for i in range(len(items))]
+
+    def reader(self, group):
+        if group not in self.readers:
+            self.readers[group] = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group,
+                                            "enable.auto.commit": False})
+        return self.readers[group]
+
+    def committed(self, group, topic, partitions):
+        tps = self.reader(group).committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        for tp in tps:
+            check(tp.error is None, f"OffsetFetch {group} {topic}/{tp.partition}: {tp.error}")
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
+
+    def high_watermarks(self, topic, partitions):
+        reader = self.reader("compat-watermarks")
+        return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+
+    def close(self):
+        for c in self.readers.values():
+            c.close()
+        self.producer.flush(10)
 
 
 def main():
     # log_level 4 hides librdkafka's notice about the partition count change.
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
+    client = GroupClient(admin)
+    if AFTER_RESTART:
+        run_steps(CLIENT, [], [], [lambda: groups.check_restart_after(client, WORK_DIR)])
+        client.close()
+        return
+
+    def group_membership():
+        groups.check_membership(client, WORK_DIR)
+
+    def static_member():
+        groups.check_static(client, WORK_DIR)
+
+    def cooperative_rebalance():
+        groups.check_cooperative(client, WORK_DIR)
+
+    def before_restart():
+        groups.check_restart_before(client, WORK_DIR)
+
     run_client_checks(CLIENT, TOPIC, PARTITIONS, ROUNDS, admin, create_topic, produce_round, consume_all,
-                      check_list_offsets, check_tail, check_admin)
-    try:
-        check_group(admin)
-    except CheckFailed as e:
-        print(f"{CLIENT}: FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+                      check_list_offsets, check_tail, check_admin,
+                      [group_membership, static_member, cooperative_rebalance, before_restart])
+    client.close()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """kafka-python 3.x (pure Python) against one node.
 
-Usage: check.py BOOTSTRAP
+Usage: check.py BOOTSTRAP WORK_DIR                  everything up to the broker restart
+       check.py --after-restart BOOTSTRAP WORK_DIR  the group scenario's part after it
 """
 
+import os
 import sys
 import time
 
@@ -11,6 +13,7 @@ from kafka.structs import OffsetAndMetadata
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+import groups
 from records import (
     ROUNDS,
     CheckFailed,
@@ -19,12 +22,14 @@ from records import (
     first_at_or_after,
     make_record,
     run_client_checks,
+    run_steps,
     summarize,
     timestamp_probes,
 )
 
 CLIENT = "kafka-python"
-BOOTSTRAP = sys.argv[1]
+AFTER_RESTART = sys.argv[1] == "--after-restart"
+BOOTSTRAP, WORK_DIR = sys.argv[2:4] if AFTER_RESTART else sys.argv[1:3]
 TOPIC = "kafka-python-3p"
 PARTITIONS = 3
 PER = 150  # records per partition per round
@@ -235,10 +240,77 @@ def check_admin(admin):
         time.sleep(0.2)
 
 
+class GroupClient:
+    """What the group scenarios (groups.py) do with kafka-python outside the members."""
+
+    name = CLIENT
+    bootstrap = BOOTSTRAP
+    member_cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "member.py")]
+
+    def __init__(self, admin):
+        self.admin = admin
+        self.producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=False, acks="all", linger_ms=5)
+        self.readers = {}  # group -> consumer that never subscribes: OffsetFetch and ListOffsets only
+
+    def create_topic(self, name, partitions):
+        create_topic(self.admin, name, partitions)
+
+    def produce(self, topic, items):
+        futures = [self.producer.send(topic, key=key.encode(), value=key.encode(), partition=p) for p, key in items]
+        self.producer.flush(timeout=30)
+        acks = []
+        for (p, key), future in zip(items, futures):
+            try:
+                md = future.get(timeout=30)
+            except KafkaError as e:
+                raise CheckFailed(f"produce {key} to {topic}/{p}: {e!r}")
+            acks.append((md.partition, md.offset))
+        return acks
+
+    def reader(self, group):
+        if group not in self.readers:
+            self.readers[group] = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False)
+        return self.readers[group]
+
+    def committed(self, group, topic, partitions):
+        reader = self.reader(group)
+        return {p: reader.committed(TopicPartition(topic, p)) for p in range(partitions)}
+
+    def high_watermarks(self, topic, partitions):
+        ends = self.reader(None).end_offsets([TopicPartition(topic, p) for p in range(partitions)], timeout_ms=10_000)
+        return {tp.partition: o for tp, o in ends.items()}
+
+    def close(self):
+        for c in self.readers.values():
+            c.close()
+        self.producer.close(timeout=10)
+
+
 def main():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    client = GroupClient(admin)
+    if AFTER_RESTART:
+        run_steps(CLIENT, [], [], [lambda: groups.check_restart_after(client, WORK_DIR)])
+        client.close()
+        admin.close()
+        return
+
+    def group_membership():
+        groups.check_membership(client, WORK_DIR)
+
+    def static_member():
+        groups.check_static(client, WORK_DIR)
+
+    def cooperative_rebalance():
+        groups.check_cooperative(client, WORK_DIR)
+
+    def before_restart():
+        groups.check_restart_before(client, WORK_DIR)
+
     run_client_checks(CLIENT, TOPIC, PARTITIONS, ROUNDS, admin, create_topic, produce_round, consume_all,
-                      check_list_offsets, check_tail, check_admin)
+                      check_list_offsets, check_tail, check_admin,
+                      [group_membership, static_member, cooperative_rebalance, before_restart])
+    client.close()
     admin.close()
 
 
