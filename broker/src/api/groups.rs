@@ -59,6 +59,7 @@ pub async fn join(call: &Call, req: JoinGroupRequest) -> JoinGroupResponse {
                 .map(|p| Protocol { name: p.name.to_string(), metadata: p.metadata })
                 .collect(),
             require_known_member_id: call.version >= 4,
+            supports_skip_assignment: call.version >= 9,
         })
         .await;
     JoinGroupResponse::default()
@@ -67,7 +68,8 @@ pub async fn join(call: &Call, req: JoinGroupRequest) -> JoinGroupResponse {
         .with_protocol_type(resp.protocol_type.as_deref().map(str))
         .with_protocol_name(name(resp.protocol_name))
         .with_leader(str(&resp.leader))
-        .with_skip_assignment(resp.skip_assignment)
+        // Only v9+ has the field; the coordinator never sets it for older versions.
+        .with_skip_assignment(resp.skip_assignment && call.version >= 9)
         .with_member_id(str(&resp.member_id))
         .with_members(
             resp.members

@@ -47,6 +47,8 @@ pub struct JoinRequest {
     pub protocols: Vec<Protocol>,
     /// JoinGroup v4+: a new dynamic member is first given its id (MEMBER_ID_REQUIRED).
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: the client understands `skip_assignment` (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// A member as the leader sees it in its JoinGroup response.
@@ -391,7 +393,7 @@ impl Coordinator {
                 // rebalances. Anyone else rejoining unchanged (say, after losing the
                 // response) gets the current generation again.
                 if changed || (is_leader && group.state == State::Stable) {
-                    prepare_rebalance(group, now);
+                    replies.extend(prepare_rebalance(group, now));
                 } else {
                     let resp = join_response(group, &member_id, is_leader);
                     let m = group.members.get_mut(&member_id).expect("member exists");
@@ -429,21 +431,28 @@ impl Coordinator {
         member.session_timeout_ms = req.session_timeout_ms;
         member.rebalance_timeout_ms = req.rebalance_timeout_ms;
         member.last_heard = now;
-        let was_leader = group.leader.as_deref() == Some(old);
+        let old_leader = group.leader.clone().unwrap_or_default();
+        let was_leader = old_leader == old;
         if was_leader {
             group.leader = Some(new_id.clone());
         }
         group.statics.insert(instance, new_id.clone());
         group.members.insert(new_id.clone(), member);
         if group.state == State::Stable && unchanged {
-            let mut resp = join_response(group, &new_id, was_leader);
-            resp.skip_assignment = was_leader;
+            // As Kafka: the answer names the leader as it was, so the restarted member does
+            // not take itself for the leader and hand out a new assignment that a stable
+            // group would never pass on. From v9 a leader learns it leads, with the
+            // members, and is told to skip the assignment; older clients act as followers.
+            let skip = was_leader && req.supports_skip_assignment;
+            let mut resp = join_response(group, &new_id, skip);
+            resp.skip_assignment = skip;
+            resp.leader = old_leader;
             replies.push(Reply::Join(waiter, resp));
             return replies;
         }
         group.members.get_mut(&new_id).expect("just inserted").join_waiter = Some(waiter);
         if group.state != State::PreparingRebalance {
-            prepare_rebalance(group, now);
+            replies.extend(prepare_rebalance(group, now));
         }
         replies.extend(maybe_complete_join(group, now));
         replies
@@ -828,11 +837,21 @@ fn check_member(group: &Group, member_id: &str, instance_id: Option<&str>, gener
     None
 }
 
-fn prepare_rebalance(group: &mut Group, now: Ms) {
-    // Members waiting for their assignment learn the generation is over.
+/// Starts a rebalance. Members waiting for their assignment learn at once that this
+/// generation is over (REBALANCE_IN_PROGRESS), so they rejoin instead of waiting out the
+/// rebalance timeout.
+#[must_use]
+fn prepare_rebalance(group: &mut Group, now: Ms) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for m in group.members.values_mut() {
+        if let Some(w) = m.sync_waiter.take() {
+            replies.push(Reply::Sync(w, SyncResponse::error(ResponseError::RebalanceInProgress)));
+        }
+    }
     group.state = State::PreparingRebalance;
     group.join_deadline = now + group.max_rebalance_timeout();
     group.join_not_before = 0;
+    replies
 }
 
 fn remove_member(group: &mut Group, id: &str, replies: &mut Vec<Reply>) {
@@ -869,13 +888,7 @@ fn after_departure(group: &mut Group, now: Ms) -> Vec<Reply> {
     }
     let mut replies = Vec::new();
     if group.state != State::PreparingRebalance {
-        // Pending syncs will not be answered with an assignment of this generation.
-        for m in group.members.values_mut() {
-            if let Some(w) = m.sync_waiter.take() {
-                replies.push(Reply::Sync(w, SyncResponse::error(ResponseError::RebalanceInProgress)));
-            }
-        }
-        prepare_rebalance(group, now);
+        replies.extend(prepare_rebalance(group, now));
     }
     replies.extend(maybe_complete_join(group, now));
     replies

@@ -217,6 +217,7 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: vec![super::super::coordinator::Protocol { name: "range".into(), metadata: Bytes::new() }],
             require_known_member_id: true,
+            supports_skip_assignment: true,
         }
     }
 

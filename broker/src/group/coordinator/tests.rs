@@ -25,6 +25,7 @@ fn join_req(member_id: &str, instance: Option<&str>, names: &[&str]) -> JoinRequ
         protocol_type: "consumer".into(),
         protocols: protocols(names),
         require_known_member_id: true,
+        supports_skip_assignment: true,
     }
 }
 
@@ -208,12 +209,27 @@ fn a_static_member_restarting_within_its_session_keeps_its_assignment() {
     assert_eq!(again.generation_id, 1, "same generation");
     assert_ne!(again.member_id, old);
     assert!(again.skip_assignment, "the leader must not reassign");
+    assert_eq!(again.leader, old, "the leader as it was, so the client does not assign");
+    assert_eq!(again.members.len(), 1);
     let new = again.member_id.clone();
     let replies = c.sync(5_001, 4, SyncRequest { group_instance_id: Some("pod-1".into()), ..sync_req(&new, 1, &[]) });
     assert_eq!(sync_reply(&replies, 4).unwrap().assignment, Bytes::from("p0"));
     assert_eq!(c.describe("g").unwrap().state, State::Stable);
     // The old incarnation is fenced.
     assert_eq!(c.heartbeat(5_002, "g", &old, Some("pod-1"), 1), Some(ResponseError::FencedInstanceId));
+
+    // A client older than JoinGroup v9 cannot skip the assignment: it is answered as a
+    // follower (no members, someone else's id as leader) and simply syncs.
+    let old_client = JoinRequest { supports_skip_assignment: false, ..join_req("", Some("pod-1"), &["range"]) };
+    let replies = c.join(6_000, 5, old_client);
+    let older = join_reply(&replies, 5).expect("answered at once");
+    assert_eq!((older.error, older.generation_id, older.skip_assignment), (None, 1, false));
+    assert!(older.members.is_empty());
+    assert_eq!(older.leader, new);
+    assert_ne!(older.member_id, older.leader);
+    let replies =
+        c.sync(6_001, 6, SyncRequest { group_instance_id: Some("pod-1".into()), ..sync_req(&older.member_id, 1, &[]) });
+    assert_eq!(sync_reply(&replies, 6).unwrap().assignment, Bytes::from("p0"));
 }
 
 #[test]
@@ -317,4 +333,22 @@ fn records_are_handed_out_at_rest_and_restore_the_group() {
     // Deleting the group hands out its removal.
     assert_eq!(restarted.delete("g"), Ok(()));
     assert_eq!(restarted.take_changes(), vec![("g".to_string(), None)]);
+}
+
+#[test]
+fn a_join_while_assignments_are_handed_out_answers_waiting_syncs_at_once() {
+    let mut c = coordinator(0);
+    let a = stable_single(&mut c);
+    let (b, _) = join_new(&mut c, 10, 3, &["range"]);
+    let replies = c.join(10, 4, join_req(&a, None, &["range"]));
+    assert_eq!(join_reply(&replies, 4).unwrap().generation_id, 2);
+    // The follower syncs first and waits for the leader's assignments.
+    assert!(c.sync(11, 5, sync_req(&b, 2, &[])).is_empty());
+    // A third member joins before the leader syncs: the waiting follower must hear now
+    // that the generation is over, not at the rebalance timeout.
+    let first = c.join(12, 6, join_req("", None, &["range"]));
+    let third = join_reply(&first, 6).unwrap().member_id;
+    let replies = c.join(12, 7, join_req(&third, None, &["range"]));
+    assert_eq!(sync_reply(&replies, 5).map(|r| r.error), Some(Some(ResponseError::RebalanceInProgress)));
+    assert_eq!(c.describe("g").unwrap().state, State::PreparingRebalance);
 }
