@@ -148,6 +148,38 @@ def check_commits(tps, ends):
               f"committed {TOPIC}/{tp.partition}: {got}, want offset {ends[tp]} and 'compat-{tp.partition}'")
     other.close()
     print(f"kafka-python: commits of {len(tps)} partitions read back by another consumer")
+    check_group_admin(tps, ends)
+
+
+def check_group_admin(tps, ends):
+    """The group as the admin client shows it: listed, described, its offsets and lag
+    (ListOffsets against OffsetFetch), then deleted."""
+    group = "compat-commits"
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        listed = {g["group_id"]: g for g in admin.list_groups()}
+        check(group in listed, f"ListGroups: {group} missing from {sorted(listed)}")
+        check(listed[group]["group_state"] == "Empty", f"ListGroups: {group} is {listed[group]}, want Empty")
+        empty = {g["group_id"] for g in admin.list_groups(states_filter=["Empty"])}
+        stable = {g["group_id"] for g in admin.list_groups(states_filter=["Stable"])}
+        check(group in empty and group not in stable, f"ListGroups by state: Empty {empty}, Stable {stable}")
+        described = admin.describe_groups([group])[group]
+        check(described["group_state"] == "Empty" and not described["members"],
+              f"DescribeGroups {group}: {described}")
+        offsets = admin.list_group_offsets({group: None})[group]
+        got = {tp: om.offset for tp, om in offsets.items()}
+        check(got == ends, f"OffsetFetch through the admin client: {got}, want {ends}")
+        c = consumer()
+        lag = {tp.partition: c.end_offsets([tp], timeout_ms=10_000)[tp] - got[tp] for tp in tps}
+        c.close()
+        check(all(v == 0 for v in lag.values()), f"lag after committing every partition's end: {lag}")
+        admin.delete_groups([group])
+        check(group not in {g["group_id"] for g in admin.list_groups()}, f"{group} still listed after DeleteGroups")
+        gone = admin.list_group_offsets({group: None})[group]
+        check(not gone, f"offsets of the deleted group: {gone}")
+    finally:
+        admin.close()
+    print(f"kafka-python: admin client lists, describes (Empty), fetches offsets (lag 0) and deletes {group}")
 
 
 def check_list_offsets(expected):
