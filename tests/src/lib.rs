@@ -173,7 +173,9 @@ pub fn encode_producer_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if producer_id < 0 { -1 } else { base_sequence + i as i32 },
+            // The encoder keeps records in one batch while offset - sequence stays the same;
+            // without a producer id the batch's base sequence comes out as -1.
+            sequence: if producer_id < 0 { i as i32 - 1 } else { base_sequence + i as i32 },
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),
