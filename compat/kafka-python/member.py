@@ -91,12 +91,14 @@ class Listener(ConsumerRebalanceListener):
 generation = None
 
 threading.Thread(target=read_commands, daemon=True).start()
-# The topic's metadata first: a leader that assigns before knowing the topic's
-# partitions rejoins once they are known, and kafka-python 3.0.12 can then stall
-# for good if poll()'s timeout ends while that rejoin is in flight (the join is
-# never completed, heartbeats stay off, and the broker ends the session).
-consumer.partitions_for_topic(TOPIC)
 consumer.subscribe([TOPIC], listener=Listener())
+# kafka-python 3.0.12 can stall for good when a group leader rejoins because the
+# subscribed topics' metadata changed since it assigned (README: "Consumer group
+# scenarios"). Its record of that metadata is only taken from metadata responses
+# handled after subscribe(): topics() waits for one (all topics) before the first
+# poll, so a leader never assigns with the topic missing from that record and never
+# makes that rejoin.
+consumer.topics()
 try:
     while not closing.is_set():
         batches = consumer.poll(timeout_ms=100, max_records=500)
