@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::node::{Node, OFFSETS_TOPIC};
 use crate::cluster::partition::Partition;
+use crate::error::ResponseError;
 use crate::group::coordinator::Activity;
 use crate::topic_config::TopicSettings;
 
@@ -38,24 +39,31 @@ async fn every<F: std::future::Future<Output = ()>>(
     }
 }
 
-/// One pass of offsets retention over the offsets partitions led here. A group's offsets
-/// all go together, `offsets.retention.minutes` after the later of its last commit and the
-/// moment its last member left; groups with members keep theirs.
+/// One pass of offsets retention over the offsets partitions led here. A group without
+/// members is deleted, offsets and record, `offsets.retention.minutes` after the later of
+/// its last commit and the moment its last member left; groups with members keep theirs.
 pub async fn expire_offsets(node: &Node) {
-    let retention_ms = node.config.offsets_retention_minutes.saturating_mul(60_000) as i64;
+    let retention_ms = i64::try_from(node.config.offsets_retention_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
     let count = node.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
     for index in 0..count as i32 {
         let Some(p) = node.partition(OFFSETS_TOPIC, index) else { continue };
         if !p.is_leader() {
             continue;
         }
-        let groups = match p.offsets_store.groups() {
+        // Groups with offsets, and groups with only a record (never committed).
+        let groups = p.offsets_store.groups().and_then(|mut g| {
+            g.extend(p.offsets_store.records()?.into_iter().map(|(name, _)| name));
+            Ok(g)
+        });
+        let mut groups = match groups {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(partition = index, error = %e, "offsets retention scan failed");
                 continue;
             }
         };
+        groups.sort();
+        groups.dedup();
         for group in groups {
             let emptied = match node.groups.activity(&group) {
                 Activity::Active => continue,
@@ -69,11 +77,13 @@ pub async fn expire_offsets(node: &Node) {
                     continue;
                 }
             };
-            if crate::now_ms() - emptied.max(last_commit) <= retention_ms {
+            if crate::now_ms().saturating_sub(emptied.max(last_commit)) <= retention_ms {
                 continue;
             }
-            match p.delete_offsets(group.clone(), None).await {
-                Ok(()) => tracing::info!(group, "offsets of an empty group expired"),
+            match node.delete_group(&group).await {
+                Ok(()) => tracing::info!(group, "empty group expired with its offsets"),
+                // A member joined meanwhile.
+                Err(ResponseError::NonEmptyGroup) => {}
                 Err(code) => tracing::warn!(group, %code, "offsets retention failed"),
             }
         }

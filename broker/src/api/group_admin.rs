@@ -135,26 +135,10 @@ pub async fn list(call: &Call, req: ListGroupsRequest) -> ListGroupsResponse {
 pub async fn delete(call: &Call, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for id in req.groups_names {
-        let result = delete_one(call, &id).await;
+        let result = call.node.delete_group(&id).await;
         results.push(
             DeletableGroupResult::default().with_group_id(id).with_error_code(result.err().map_or(0, |e| e.code())),
         );
     }
     DeleteGroupsResponse::default().with_results(results)
-}
-
-/// Deletes a group without members, and its offsets.
-async fn delete_one(call: &Call, group: &str) -> Result<(), ResponseError> {
-    let p = call.node.coordinator_for(group).await?;
-    let known = call.node.groups.describe(group).is_some();
-    // Refused while members are in the group; otherwise the coordinator forgets it now, so
-    // a member joining from here on starts a new group.
-    call.node.groups.delete(group)?;
-    if has_offsets(&p, group)? {
-        p.delete_offsets(group.to_string(), None).await?;
-    } else if !known {
-        return Err(ResponseError::GroupIdNotFound);
-    }
-    tracing::info!(group, "consumer group deleted");
-    Ok(())
 }

@@ -191,6 +191,13 @@ fn check_batches(
         }
         other => (ResponseError::CorruptMessage, other.to_string()),
     })?;
+    if split.len() > 1 && split.iter().any(|(h, _)| h.producer_id >= 0) {
+        // As Kafka: one batch per partition, so that an idempotent write is all or nothing.
+        return Err((
+            ResponseError::InvalidRecord,
+            format!("{} record batches for one partition; an idempotent producer sends one", split.len()),
+        ));
+    }
     let mut out = Vec::with_capacity(split.len());
     for (header, range) in split {
         if range.len() as i64 > max_message_bytes {

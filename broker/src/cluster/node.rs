@@ -57,22 +57,24 @@ async fn store_group_changes(
     node: std::sync::Weak<Node>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::group::service::GroupChange>,
 ) {
-    while let Some((group, record)) = changes.recv().await {
+    while let Some(change) = changes.recv().await {
         let Some(node) = node.upgrade() else { return };
-        let bytes = match record.as_ref().map(bincode::serialize).transpose() {
-            Ok(b) => b,
+        let group = change.group;
+        let stored = match change.record.as_ref().map(bincode::serialize).transpose() {
+            Ok(bytes) => match node.coordinator_for(&group).await {
+                Ok(p) => p.store_group(group.clone(), bytes).await,
+                Err(code) => Err(code),
+            },
             Err(e) => {
                 tracing::error!(group, error = %e, "cannot encode group record");
-                continue;
+                Err(ResponseError::UnknownServerError)
             }
         };
-        let stored = match node.coordinator_for(&group).await {
-            Ok(p) => p.store_group(group.clone(), bytes).await,
-            Err(code) => Err(code),
-        };
         if let Err(code) = stored {
-            tracing::warn!(group, %code, "group record not stored");
+            tracing::warn!(group, %code, "group record not stored; it is written again at the group's next change");
+            node.groups.not_written(&group);
         }
+        let _ = change.written.send(());
     }
 }
 
@@ -122,6 +124,26 @@ impl Node {
         node.load_groups()?;
         tokio::spawn(store_group_changes(Arc::downgrade(&node), changes));
         Ok(node)
+    }
+
+    /// Deletes a consumer group without members, with its offsets and record (DeleteGroups,
+    /// offsets retention): NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if
+    /// there is nothing to delete. The coordinator forgets the group first, under its lock,
+    /// so a member joining from then on starts a new group, and the removal of its record
+    /// is queued behind any record still being written.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ResponseError> {
+        let p = self.coordinator_for(group).await?;
+        let known = self.groups.describe(group).is_some();
+        self.groups.delete(group)?;
+        let has_offsets = !p.offsets_store.list(group).map_err(|e| crate::error::storage_code(&e))?.is_empty();
+        if !known && !has_offsets {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        if has_offsets {
+            p.delete_offsets(group.to_string(), None).await?;
+        }
+        tracing::info!(group, "consumer group deleted");
+        Ok(())
     }
 
     /// Restores the consumer groups whose records the offsets partitions here keep.

@@ -28,8 +28,10 @@ use crate::error::{raft_write_code, ResponseError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PartitionCmd {
     /// Append batches, validated by the leader. `now_ms` is the leader's clock, used as the
-    /// append time. The batches' bytes live in the group's segment files.
-    Produce { batches: Vec<Blob>, now_ms: i64, log_append_time: bool },
+    /// append time; `producer_id_expiration_ms` the leader's setting, so that whether an
+    /// idempotent producer expired is decided from the log alone. The batches' bytes live
+    /// in the group's segment files.
+    Produce { batches: Vec<Blob>, now_ms: i64, log_append_time: bool, producer_id_expiration_ms: i64 },
     /// Move the log start offset forward (retention, DeleteRecords).
     AdvanceLogStart { offset: i64 },
     /// Consumer group offsets (on a partition of the offsets topic, the group's
@@ -247,7 +249,8 @@ impl Machine for PartitionMachine {
 
     fn apply(&mut self, wb: &mut WriteBatch, log_id: &LogId<u64>, cmd: PartitionCmd) -> PartitionResp {
         match cmd {
-            PartitionCmd::Produce { batches, now_ms, log_append_time } => {
+            PartitionCmd::Produce { batches, now_ms, log_append_time, producer_id_expiration_ms } => {
+                self.producers.set_expiration(producer_id_expiration_ms);
                 PartitionResp::Appended(self.produce(wb, log_id.index, &batches, now_ms, log_append_time))
             }
             PartitionCmd::AdvanceLogStart { offset } => {
@@ -370,7 +373,7 @@ impl Partition {
             log: log.clone(),
             offsets_store: offsets_store.clone(),
             state_store: state_store.clone(),
-            producers: Producers::new(producer_id_expiration_ms, producers),
+            producers: Producers::new(producers),
             offsets: Offsets::default(),
             publish,
         };
@@ -400,7 +403,7 @@ impl Partition {
             produce: tx,
             waiting_fetches: Default::default(),
         });
-        tokio::spawn(run_batcher(raft, rx));
+        tokio::spawn(run_batcher(raft, rx, producer_id_expiration_ms));
         Ok(partition)
     }
 
@@ -498,7 +501,7 @@ impl Partition {
 }
 
 /// Merges queued produce jobs into one raft entry per round.
-async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJob>) {
+async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJob>, producer_id_expiration_ms: i64) {
     // A job that could not join the previous entry starts the next one.
     let mut held: Option<ProduceJob> = None;
     let mut since_snapshot = 0usize;
@@ -530,7 +533,8 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
         let batches: Vec<Blob> = jobs.iter().flat_map(|j| j.batches.iter().cloned().map(Blob::from)).collect();
         let now_ms = crate::now_ms();
         let started = std::time::Instant::now();
-        let result = raft.client_write(PartitionCmd::Produce { batches, now_ms, log_append_time }).await;
+        let cmd = PartitionCmd::Produce { batches, now_ms, log_append_time, producer_id_expiration_ms };
+        let result = raft.client_write(cmd).await;
         let took = started.elapsed();
         since_snapshot += size;
         if since_snapshot >= SNAPSHOT_BYTES {

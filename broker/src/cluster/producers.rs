@@ -65,17 +65,24 @@ fn in_sequence(last: i32, next: i32) -> bool {
 }
 
 /// The producers of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Producers {
     states: HashMap<i64, ProducerState>,
+    /// `producer.id.expiration.ms` as the entry being applied carries it: taken from the
+    /// log, not the local config, so a replay (or another replica) decides the same.
     expiration_ms: i64,
     /// Producer ids changed since [`Producers::take_changed`] last ran.
     changed: BTreeSet<i64>,
 }
 
 impl Producers {
-    pub fn new(expiration_ms: i64, states: impl IntoIterator<Item = (i64, ProducerState)>) -> Self {
-        Producers { states: states.into_iter().collect(), expiration_ms, changed: BTreeSet::new() }
+    pub fn new(states: impl IntoIterator<Item = (i64, ProducerState)>) -> Self {
+        Producers { states: states.into_iter().collect(), expiration_ms: i64::MAX, changed: BTreeSet::new() }
+    }
+
+    /// The expiration in force from the entry being applied on.
+    pub fn set_expiration(&mut self, expiration_ms: i64) {
+        self.expiration_ms = expiration_ms.max(1);
     }
 
     fn live(&self, id: i64, clock_ms: i64) -> Option<&ProducerState> {
@@ -190,7 +197,8 @@ mod tests {
 
     #[test]
     fn retries_of_recent_batches_get_their_first_offset() {
-        let mut p = Producers::new(1000, []);
+        let mut p = Producers::new([]);
+        p.set_expiration(1000);
         let mut next = 0;
         for seq in (0..30).step_by(5) {
             assert_eq!(write(&mut p, &batch(7, 0, seq, 5), &mut next, 0), Verdict::Append);
@@ -206,7 +214,8 @@ mod tests {
 
     #[test]
     fn gaps_and_old_epochs_are_refused_and_new_epochs_start_at_zero() {
-        let mut p = Producers::new(1000, []);
+        let mut p = Producers::new([]);
+        p.set_expiration(1000);
         let mut next = 0;
         // An unknown producer may start anywhere (its earlier state may have expired).
         assert_eq!(write(&mut p, &batch(1, 3, 40, 2), &mut next, 0), Verdict::Append);
@@ -224,7 +233,8 @@ mod tests {
     #[test]
     fn sequences_wrap_after_i32_max() {
         assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
-        let mut p = Producers::new(1000, []);
+        let mut p = Producers::new([]);
+        p.set_expiration(1000);
         let mut next = 0;
         assert_eq!(write(&mut p, &batch(1, 0, i32::MAX - 1, 2), &mut next, 0), Verdict::Append);
         assert_eq!(write(&mut p, &batch(1, 0, 0, 1), &mut next, 0), Verdict::Append);
@@ -233,7 +243,8 @@ mod tests {
 
     #[test]
     fn idle_producers_expire_on_the_partition_clock() {
-        let mut p = Producers::new(1000, []);
+        let mut p = Producers::new([]);
+        p.set_expiration(1000);
         let mut next = 0;
         write(&mut p, &batch(1, 0, 0, 1), &mut next, 0);
         write(&mut p, &batch(2, 0, 0, 1), &mut next, 600);

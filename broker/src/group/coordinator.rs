@@ -439,14 +439,16 @@ impl Coordinator {
         group.statics.insert(instance, new_id.clone());
         group.members.insert(new_id.clone(), member);
         if group.state == State::Stable && unchanged {
-            // As Kafka: the answer names the leader as it was, so the restarted member does
-            // not take itself for the leader and hand out a new assignment that a stable
-            // group would never pass on. From v9 a leader learns it leads, with the
-            // members, and is told to skip the assignment; older clients act as followers.
+            // As Kafka: a stable group would never pass on a new assignment, so a restarted
+            // leader must not make one. From v9 it learns it leads (its new id, the
+            // members) and is told to skip the assignment; an older client is answered
+            // with the leader as it was, not its own id, and acts as a follower.
             let skip = was_leader && req.supports_skip_assignment;
             let mut resp = join_response(group, &new_id, skip);
             resp.skip_assignment = skip;
-            resp.leader = old_leader;
+            if !skip {
+                resp.leader = old_leader;
+            }
             replies.push(Reply::Join(waiter, resp));
             return replies;
         }
@@ -599,6 +601,18 @@ fn tick_group(group: &mut Group, now: Ms, out: &mut Vec<Reply>) {
     group.pending.retain(|_, deadline| *deadline > now);
     match group.state {
         State::PreparingRebalance => {
+            // As Kafka: a member that is not waiting in a join still has its session; one
+            // that stopped heartbeating is dropped when it runs out, so the rest need not
+            // wait for the whole rebalance timeout.
+            let silent: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| m.join_waiter.is_none() && now >= m.last_heard + m.session_timeout_ms)
+                .map(|m| m.id.clone())
+                .collect();
+            for id in silent {
+                remove_member(group, &id, &mut replies);
+            }
             if now >= group.join_deadline {
                 // Whoever has not rejoined is out.
                 let gone: Vec<String> =
@@ -668,15 +682,15 @@ impl Coordinator {
                     State::CompletingRebalance => Some(g.sync_deadline),
                     _ => None,
                 };
-                let sessions = matches!(g.state, State::Stable | State::CompletingRebalance)
-                    .then(|| {
-                        g.members
-                            .values()
-                            .filter(|m| m.sync_waiter.is_none())
-                            .map(|m| m.last_heard + m.session_timeout_ms)
+                let sessions = g
+                    .members
+                    .values()
+                    .filter(move |m| match g.state {
+                        State::Stable | State::CompletingRebalance => m.sync_waiter.is_none(),
+                        State::PreparingRebalance => m.join_waiter.is_none(),
+                        State::Empty | State::Dead => false,
                     })
-                    .into_iter()
-                    .flatten();
+                    .map(|m| m.last_heard + m.session_timeout_ms);
                 phase.into_iter().chain(sessions).chain(g.pending.values().copied())
             })
             .min()

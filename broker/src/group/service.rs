@@ -2,7 +2,8 @@
 //! coordinator's deadlines (sessions, join and sync phases) as they come due.
 //!
 //! [`super::coordinator`] holds the logic and never waits; this module owns its clock
-//! (milliseconds since the service started), the waiters of JoinGroup and SyncGroup calls
+//! (wall-clock milliseconds at start plus the monotonic time since, so that it never
+//! goes back and times stored in group records mean something after a restart), the waiters of JoinGroup and SyncGroup calls
 //! in flight, and the ticker that wakes at [`Coordinator::next_deadline`].
 
 use std::collections::HashMap;
@@ -20,7 +21,13 @@ use super::coordinator::{
 };
 
 /// A group's record to store (`None`: drop it), in the order the coordinator made them.
-pub type GroupChange = (String, Option<GroupRecord>);
+/// A group's record to store (`None`: drop it), in the order the coordinator made them,
+/// and who to tell once it is written (or failed to be).
+pub struct GroupChange {
+    pub group: String,
+    pub record: Option<GroupRecord>,
+    pub written: oneshot::Sender<()>,
+}
 
 /// Groups coordinated on this node.
 pub struct GroupService {
@@ -30,6 +37,7 @@ pub struct GroupService {
     waiters: Mutex<HashMap<Waiter, oneshot::Sender<Reply>>>,
     next_waiter: AtomicU64,
     started: Instant,
+    started_wall_ms: Ms,
     /// Wakes the ticker when a call may have moved the next deadline earlier.
     changed: Arc<Notify>,
 }
@@ -47,6 +55,7 @@ impl GroupService {
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
             started: Instant::now(),
+            started_wall_ms: crate::now_ms().max(0) as Ms,
             changed: Arc::new(Notify::new()),
         });
         tokio::spawn(run_ticker(Arc::downgrade(&service), shutdown));
@@ -54,7 +63,7 @@ impl GroupService {
     }
 
     fn now(&self) -> Ms {
-        self.started.elapsed().as_millis() as Ms
+        self.started_wall_ms + self.started.elapsed().as_millis() as Ms
     }
 
     fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
@@ -63,14 +72,24 @@ impl GroupService {
 
     /// Runs a call that may change groups, and queues their changed records while still
     /// holding the coordinator, so records are written in the order they were made.
-    fn changing<R>(&self, f: impl FnOnce(&mut Coordinator, Ms) -> R) -> R {
+    /// Returns the call's result, and a receiver per record queued that completes once
+    /// the record is written.
+    fn changing<R>(&self, f: impl FnOnce(&mut Coordinator, Ms) -> R) -> (R, Vec<oneshot::Receiver<()>>) {
         let now = self.now();
         let mut c = self.coordinator();
         let result = f(&mut c, now);
-        for change in c.take_changes() {
-            let _ = self.persist.send(change);
+        let mut written = Vec::new();
+        for (group, record) in c.take_changes() {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.persist.send(GroupChange { group, record, written: tx });
+            written.push(rx);
         }
-        result
+        (result, written)
+    }
+
+    /// A record could not be written: it is written again at the group's next change.
+    pub fn not_written(&self, group: &str) {
+        self.coordinator().forget_recorded(group);
     }
 
     /// Restores a group from its stored record.
@@ -100,7 +119,13 @@ impl GroupService {
         let waiter = self.next_waiter.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(waiter, tx);
-        let replies = self.changing(|c, now| call(c, now, waiter));
+        let (replies, written) = self.changing(|c, now| call(c, now, waiter));
+        // As Kafka, a generation's assignments reach the members only once the group's
+        // record is stored, so a restart never goes back to an older generation that
+        // members were already told about.
+        for w in written {
+            let _ = w.await;
+        }
         self.deliver(replies);
         self.changed.notify_one();
         rx.await.ok()
@@ -135,7 +160,7 @@ impl GroupService {
     }
 
     pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<Option<ResponseError>> {
-        let (errors, replies) = self.changing(|c, now| c.leave(now, group, members));
+        let ((errors, replies), _) = self.changing(|c, now| c.leave(now, group, members));
         self.deliver(replies);
         self.changed.notify_one();
         errors
@@ -159,15 +184,9 @@ impl GroupService {
         self.coordinator().list()
     }
 
-    /// Whether a group has members; an empty group's time is wall-clock milliseconds.
+    /// Whether a group has members, or since when (wall-clock milliseconds) it has none.
     pub fn activity(&self, group: &str) -> Activity {
-        let now = self.now();
-        match self.coordinator().activity(group) {
-            Activity::EmptySince(since) => {
-                Activity::EmptySince((crate::now_ms() - now.saturating_sub(since) as i64).max(0) as Ms)
-            }
-            other => other,
-        }
+        self.coordinator().activity(group)
     }
 
     pub fn subscribed_topics(&self, group: &str) -> std::collections::BTreeSet<String> {
@@ -175,7 +194,7 @@ impl GroupService {
     }
 
     pub fn delete(&self, group: &str) -> Result<(), ResponseError> {
-        self.changing(|c, _| c.delete(group))
+        self.changing(|c, _| c.delete(group)).0
     }
 }
 
@@ -184,7 +203,7 @@ async fn run_ticker(service: std::sync::Weak<GroupService>, shutdown: Cancellati
     loop {
         let Some(s) = service.upgrade() else { return };
         let now = s.now();
-        let replies = s.changing(|c, now| c.tick(now));
+        let (replies, _) = s.changing(|c, now| c.tick(now));
         s.deliver(replies);
         // At most a second between ticks, so a deadline is never missed for long.
         let next = s.coordinator().next_deadline().unwrap_or(now + 1000).min(now + 1000);
@@ -224,7 +243,17 @@ mod tests {
     #[tokio::test]
     async fn joins_wait_for_each_other_and_the_ticker_ends_a_rebalance_on_time() {
         let shutdown = CancellationToken::new();
-        let (persist, mut changes) = mpsc::unbounded_channel();
+        let (persist, mut changes) = mpsc::unbounded_channel::<GroupChange>();
+        // The store: records what it is given and acknowledges it, as the node's does
+        // after the raft write. Syncs are answered only after that.
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let store = stored.clone();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                store.lock().unwrap().push((change.group, change.record));
+                let _ = change.written.send(());
+            }
+        });
         let service = GroupService::start(
             Settings { initial_rebalance_delay_ms: 50, ..Settings::default() },
             persist,
@@ -254,11 +283,12 @@ mod tests {
         );
         assert_eq!((sf.assignment, sl.assignment), (Bytes::from("f"), Bytes::from("l")));
         // The stable generation's record was queued for storage.
-        let (group, record) = changes.try_recv().expect("a record once stable");
+        let records = stored.lock().unwrap().clone();
+        assert_eq!(records.len(), 1, "one record, once stable");
+        let (group, record) = records[0].clone();
         let record = record.expect("group exists");
         assert_eq!((group.as_str(), record.generation, record.members.len()), ("g", 1, 2));
         assert!(record.members.iter().any(|m| m.assignment == b"f"));
-        assert!(changes.try_recv().is_err(), "nothing else changed");
 
         // The leader rejoins; the follower never does, nor heartbeats: the ticker ends the
         // join phase at the rebalance timeout without it.

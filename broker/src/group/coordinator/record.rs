@@ -19,6 +19,8 @@ pub struct GroupRecord {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: Vec<MemberRecord>,
+    /// When the group last became empty, if it has no members (offsets retention).
+    pub empty_since: Option<Ms>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,7 @@ impl Group {
             generation: self.generation,
             protocol_type: self.protocol_type.clone(),
             protocol: self.protocol.clone(),
+            empty_since: if self.members.is_empty() { self.empty_since } else { None },
             leader: self.leader.clone(),
             members,
         })
@@ -70,11 +73,10 @@ impl Group {
 }
 
 impl Coordinator {
-    /// Restores a group from its record, as if every member had just heartbeated. A
-    /// group that was empty has no known emptying time (see [`super::Activity`]).
+    /// Restores a group from its record, as if every member had just heartbeated.
     pub fn load(&mut self, now: Ms, group_id: &str, record: GroupRecord) {
         let mut group = Group::new(now);
-        group.empty_since = None;
+        group.empty_since = record.empty_since;
         group.generation = record.generation;
         group.protocol_type = record.protocol_type.clone();
         group.protocol = record.protocol.clone();
@@ -115,6 +117,12 @@ impl Coordinator {
         group.statics = statics;
         self.groups.insert(group_id.to_string(), group);
         self.recorded.insert(group_id.to_string(), record);
+    }
+
+    /// Makes the group's next record count as changed (its last one was not stored).
+    pub fn forget_recorded(&mut self, group_id: &str) {
+        self.recorded.remove(group_id);
+        self.touched.insert(group_id.to_string());
     }
 
     /// The records that changed since the last call, among the groups touched since:

@@ -160,11 +160,12 @@ fn a_member_that_does_not_rejoin_in_time_is_dropped_from_the_rebalance() {
     let a = stable_single(&mut c);
     let (_b, replies) = join_new(&mut c, 0, 3, &["range"]);
     assert!(replies.is_empty());
-    // Nothing is due before the join phase ends: A's session does not count while the
-    // group waits for rejoins.
-    assert_eq!(c.next_deadline(), Some(REBALANCE));
-    // A never rejoins (nor heartbeats): the join phase ends at the rebalance timeout.
-    let replies = c.tick(REBALANCE);
+    // A's session still runs while the group waits for rejoins (as in Kafka), and ends
+    // before the rebalance timeout.
+    assert_eq!(c.next_deadline(), Some(SESSION));
+    // A never rejoins (nor heartbeats): it is out when its session ends, and the join
+    // phase completes without it.
+    let replies = c.tick(SESSION);
     let resp = join_reply(&replies, 3).unwrap();
     assert_eq!(resp.generation_id, 2);
     assert_eq!(resp.members.len(), 1);
@@ -209,7 +210,7 @@ fn a_static_member_restarting_within_its_session_keeps_its_assignment() {
     assert_eq!(again.generation_id, 1, "same generation");
     assert_ne!(again.member_id, old);
     assert!(again.skip_assignment, "the leader must not reassign");
-    assert_eq!(again.leader, old, "the leader as it was, so the client does not assign");
+    assert_eq!(again.leader, again.member_id, "a v9 leader is told it leads, and to skip the assignment");
     assert_eq!(again.members.len(), 1);
     let new = again.member_id.clone();
     let replies = c.sync(5_001, 4, SyncRequest { group_instance_id: Some("pod-1".into()), ..sync_req(&new, 1, &[]) });
@@ -351,4 +352,27 @@ fn a_join_while_assignments_are_handed_out_answers_waiting_syncs_at_once() {
     let replies = c.join(12, 7, join_req(&third, None, &["range"]));
     assert_eq!(sync_reply(&replies, 5).map(|r| r.error), Some(Some(ResponseError::RebalanceInProgress)));
     assert_eq!(c.describe("g").unwrap().state, State::PreparingRebalance);
+}
+
+#[test]
+fn a_silent_member_is_dropped_at_its_session_end_during_a_rebalance() {
+    let mut c = coordinator(0);
+    let a = stable_single(&mut c);
+    let (b, _) = join_new(&mut c, 0, 3, &["range"]);
+    let replies = c.join(0, 4, join_req(&a, None, &["range"]));
+    c.sync(0, 5, sync_req(&b, 2, &[]));
+    c.sync(0, 6, sync_req(&a, 2, &[(&a, "a"), (&b, "b")]));
+    assert_eq!(join_reply(&replies, 4).unwrap().generation_id, 2);
+    // A third member joins; a rejoins, b has stopped (no heartbeat, no join).
+    let (_, _) = join_new(&mut c, 1_000, 7, &["range"]);
+    c.join(1_000, 8, join_req(&a, None, &["range"]));
+    assert_eq!(c.describe("g").unwrap().state, State::PreparingRebalance);
+    // b's session (10 s from its last word at 0) ends long before the rebalance timeout:
+    // that is the next thing due, and at that moment b is out and the rest go on.
+    assert_eq!(c.next_deadline(), Some(SESSION));
+    let replies = c.tick(SESSION);
+    let joined: Vec<JoinResponse> = [7, 8].iter().filter_map(|w| join_reply(&replies, *w)).collect();
+    assert_eq!(joined.len(), 2, "both waiting joins are answered");
+    assert!(joined.iter().all(|r| r.generation_id == 3));
+    assert!(c.describe("g").unwrap().members.iter().all(|m| m.member_id != b));
 }
