@@ -13,12 +13,14 @@ build: deps
 run: build
 	./target/release/quarry serve --data-dir $(DATA_DIR)
 
-# Unit and integration tests (real sockets, real RocksDB), then real Kafka clients.
+# Unit and integration tests (real sockets, real RocksDB), then real Kafka clients and
+# librdkafka's own test suite (the allow-listed tests), then the fuzzer.
 test: deps
 	compat/install.sh
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) test --release --workspace
 	compat/run.sh
+	compat/librdkafka/run.sh
 	scripts/fuzz.sh 60
 
 unit: deps
@@ -26,6 +28,7 @@ unit: deps
 
 compat: build
 	compat/run.sh
+	compat/librdkafka/run.sh
 
 fuzz: deps
 	scripts/fuzz.sh 300
