@@ -144,44 +144,47 @@ impl OffsetStore {
 
     /// Every consumer group's membership record kept here.
     pub fn records(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_iterate_upper_bound((self.group + 1).to_be_bytes().to_vec());
-        let mut it = self.db.rocks().raw_iterator_cf_opt(self.db.cf(Cf::Offsets), opts);
-        it.seek(self.group.to_be_bytes());
         let mut out = Vec::new();
-        while let Some(k) = it.key() {
-            let name = group_of(k)?;
-            let prefix = group_prefix(self.group, &name);
-            if k.len() == prefix.len() {
-                out.push((name, it.value().unwrap_or_default().to_vec()));
+        self.walk_groups(|name, record, _| {
+            if let Some(r) = record {
+                out.push((name, r));
             }
-            // A group's record comes first among its keys: skip the rest.
-            it.seek(prefix_end(&prefix));
-        }
-        it.status()?;
+        })?;
         Ok(out)
     }
 
     /// Every consumer group with at least one offset kept here, in key order.
     pub fn groups(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        self.walk_groups(|name, _, has_offsets| {
+            if has_offsets {
+                out.push(name);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` once per consumer group kept here, in key order, with its record (which
+    /// comes first among its keys) and whether it has offsets, seeking past the rest.
+    fn walk_groups(&self, mut f: impl FnMut(String, Option<Vec<u8>>, bool)) -> Result<(), Error> {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_upper_bound((self.group + 1).to_be_bytes().to_vec());
         let mut it = self.db.rocks().raw_iterator_cf_opt(self.db.cf(Cf::Offsets), opts);
         it.seek(self.group.to_be_bytes());
-        let mut out = Vec::new();
         while let Some(k) = it.key() {
             let name = group_of(k)?;
             let prefix = group_prefix(self.group, &name);
-            if k.len() > prefix.len() {
-                out.push(name);
-                // Skip the rest of this consumer group's keys.
-                it.seek(prefix_end(&prefix));
-            } else {
-                it.next(); // the group's record: offsets may follow
+            let mut record = None;
+            if k.len() == prefix.len() {
+                record = Some(it.value().unwrap_or_default().to_vec());
+                it.next();
             }
+            let has_offsets = it.key().is_some_and(|k| k.starts_with(&prefix));
+            f(name, record, has_offsets);
+            it.seek(prefix_end(&prefix));
         }
         it.status()?;
-        Ok(out)
+        Ok(())
     }
 
     /// Adds the deletion of one offset to `wb`.
