@@ -5,7 +5,7 @@
 #   compat/librdkafka/run.sh --all         # every test that needs a broker, one line each
 #   compat/librdkafka/run.sh 0012 0107/noautocreate 0081+do_test_DeleteGroups  # just these
 #
-# Options: -j N (tests run at once, default 4: they mostly wait, not compute),
+# Options: -j N (tests run at once, default 6: they mostly wait, not compute),
 # --timeout SECONDS (per test, default 300), --quick (librdkafka's quick mode:
 # fewer messages, and the sub-tests not marked quick are left out), --logs DIR
 # (per-test logs and results.tsv; default
@@ -50,7 +50,7 @@ die() {
 }
 
 mode=allow
-jobs=4
+jobs=6
 timeout=300
 quick=
 logs=
@@ -84,7 +84,7 @@ install_packages() {
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing ${missing[*]}"
     as_root apt-get update -qq || return 1
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 # Prints the librdkafka directory of the rdkafka-sys crate in the cargo registry.
