@@ -199,6 +199,15 @@ impl Group {
         }
     }
 
+    /// A member's metadata for the group's selected protocol (its subscription).
+    fn metadata_of(&self, m: &Member) -> Bytes {
+        self.protocol
+            .as_ref()
+            .and_then(|p| m.protocols.iter().find(|q| &q.name == p))
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default()
+    }
+
     fn max_rebalance_timeout(&self) -> u64 {
         self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0)
     }
@@ -729,12 +738,7 @@ impl Coordinator {
                     group_instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: g
-                        .protocol
-                        .as_ref()
-                        .and_then(|p| m.protocols.iter().find(|q| &q.name == p))
-                        .map(|p| p.metadata.clone())
-                        .unwrap_or_default(),
+                    metadata: g.metadata_of(m),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -955,11 +959,7 @@ fn join_response(group: &Group, member_id: &str, with_members: bool) -> JoinResp
             .map(|m| JoinedMember {
                 member_id: m.id.clone(),
                 group_instance_id: m.instance_id.clone(),
-                metadata: protocol
-                    .as_ref()
-                    .and_then(|p| m.protocols.iter().find(|q| &q.name == p))
-                    .map(|p| p.metadata.clone())
-                    .unwrap_or_default(),
+                metadata: group.metadata_of(m),
             })
             .collect()
     } else {

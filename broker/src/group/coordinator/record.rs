@@ -52,12 +52,7 @@ impl Group {
                 client_host: m.client_host.clone(),
                 session_timeout_ms: m.session_timeout_ms,
                 rebalance_timeout_ms: m.rebalance_timeout_ms,
-                metadata: self
-                    .protocol
-                    .as_ref()
-                    .and_then(|p| m.protocols.iter().find(|q| &q.name == p))
-                    .map(|p| p.metadata.to_vec())
-                    .unwrap_or_default(),
+                metadata: self.metadata_of(m).to_vec(),
                 assignment: m.assignment.to_vec(),
             })
             .collect();
