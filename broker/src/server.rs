@@ -2,8 +2,10 @@
 //!
 //! A connection reads frames in order and runs each request as its own task, so many
 //! produce requests of one client are in flight together; the writer sends the responses
-//! in request order, as Kafka clients require. A frame that cannot be decoded closes
-//! only its own connection.
+//! in request order, as Kafka clients require. Requests whose effects depend on their
+//! order (produce, and the offset requests of [`in_order`]) still take effect in the
+//! order the client sent them. A frame that cannot be decoded closes only its own
+//! connection.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +18,7 @@ use protocol::frame::{self, Frame, FrameError, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
@@ -81,6 +83,8 @@ async fn run_connection(socket: TcpStream, peer: std::net::SocketAddr, node: Arc
     let writer = tokio::spawn(write_responses(writer, rx));
     let max = node.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Finishes (its sender drops) when the connection's last in-order request is done.
+    let mut in_order_tail: Option<oneshot::Receiver<()>> = None;
     let result = loop {
         let frame = match frame::decode_request(&mut buf, max) {
             Ok(Some(f)) => f,
@@ -128,6 +132,20 @@ async fn run_connection(socket: TcpStream, peer: std::net::SocketAddr, node: Arc
                     RequestKind::Produce(p) => {
                         api::produce::submit(call, p).await.map(|r| r.map(ResponseKind::Produce)).boxed()
                     }
+                    body if in_order(api_key) => {
+                        let previous = in_order_tail.take();
+                        let (done, tail) = oneshot::channel::<()>();
+                        in_order_tail = Some(tail);
+                        async move {
+                            if let Some(previous) = previous {
+                                let _ = previous.await;
+                            }
+                            let response = api::handle(call, body).await;
+                            drop(done);
+                            response
+                        }
+                        .boxed()
+                    }
                     body => api::handle(call, body).boxed(),
                 };
                 tokio::spawn(finish(api_key, header, started, response))
@@ -141,6 +159,14 @@ async fn run_connection(socket: TcpStream, peer: std::net::SocketAddr, node: Arc
     // Responses to requests already read are still sent before closing.
     let _ = writer.await;
     result
+}
+
+/// Requests that start only once the connection's previous such request is done, as
+/// Kafka handles a connection's requests one at a time: pipelined asynchronous commits
+/// (librdkafka's and Java's `commitAsync`) then land in the order they were sent, and an
+/// OffsetFetch sees the commits sent before it.
+fn in_order(api_key: ApiKey) -> bool {
+    matches!(api_key, ApiKey::OffsetCommit | ApiKey::OffsetFetch | ApiKey::OffsetDelete | ApiKey::DeleteGroups)
 }
 
 async fn finish(

@@ -223,14 +223,12 @@ pub fn record_timestamps(header: &BatchHeader, batch: &[u8]) -> Option<Vec<(i32,
     Some(out)
 }
 
-/// Whether any record of the batch has a null key (decompressing if needed); a batch whose
-/// records do not decode counts as keyless.
-pub fn has_keyless_record(batch: &bytes::Bytes) -> bool {
+/// The indexes (within the batch) of its records with a null key, decompressing if
+/// needed; `None` if its records do not decode.
+pub fn keyless_records(batch: &bytes::Bytes) -> Option<Vec<i32>> {
     let mut buf = batch.clone();
-    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set.records.iter().any(|r| r.key.is_none()),
-        Err(_) => true,
-    }
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    Some(set.records.iter().enumerate().filter(|(_, r)| r.key.is_none()).map(|(i, _)| i as i32).collect())
 }
 
 /// Reads a zig-zag varint (up to 64 bits).

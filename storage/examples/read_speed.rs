@@ -25,7 +25,7 @@ fn main() {
         let mut offset = 0;
         while offset < 2_000_000 {
             let mut out = BytesMut::new();
-            let n = log.read_into(offset, 2_000_000, 10 << 20, &mut out).unwrap();
+            let n = log.read_into(offset, 2_000_000, 10 << 20, true, &mut out).unwrap();
             total += out.len();
             offset += n as i64 * 10_000;
         }

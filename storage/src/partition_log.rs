@@ -170,11 +170,19 @@ impl PartitionLog {
         })
     }
 
-    /// Appends to `out` the batches that hold offsets from `offset` up to (not including)
-    /// `end`, starting with the batch containing `offset`, until `max_bytes` is reached; the
-    /// first batch is always included whole, whatever its size (KIP-74). Returns how many
-    /// batches were added.
-    pub fn read_into(&self, offset: i64, end: i64, max_bytes: usize, out: &mut BytesMut) -> Result<usize, Error> {
+    /// Appends to `out` the whole batches that hold offsets from `offset` up to (not
+    /// including) `end`, starting with the batch containing `offset`, as long as they fit in
+    /// `max_bytes`. With `min_one` the first batch is included whatever its size (KIP-74:
+    /// the first partition of a fetch with data always gets one). Returns how many batches
+    /// were added.
+    pub fn read_into(
+        &self,
+        offset: i64,
+        end: i64,
+        max_bytes: usize,
+        min_one: bool,
+        out: &mut BytesMut,
+    ) -> Result<usize, Error> {
         if offset >= end {
             return Ok(0);
         }
@@ -196,7 +204,7 @@ impl PartitionLog {
                 break;
             }
             let value = Value::parse(&v)?;
-            if n > 0 && out.len() - budget_start + value.size() > max_bytes {
+            if (n > 0 || !min_one) && out.len() - budget_start + value.size() > max_bytes {
                 break;
             }
             out.reserve(value.size());
@@ -226,17 +234,19 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Walks the batches from `from` in offset order while `pass` accepts them (it sees each
+    /// Walks the batches from the one holding `from` in offset order while `pass` accepts them (it sees each
     /// batch's offsets, max timestamp and size, not its bytes). Returns the offset after the
     /// last batch passed (`from` if none) and the bytes passed.
     pub fn skip_while(&self, from: i64, mut pass: impl FnMut(&BatchInfo) -> bool) -> Result<(i64, u64), Error> {
+        let from = from.max(0);
+        let first = self.batch_start(from)?.unwrap_or(from);
         let upper = key(self.group + 1, 0);
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_iterate_upper_bound(upper);
         let it = self.db.rocks().iterator_cf_opt(
             self.db.cf(Cf::PartitionLog),
             opts,
-            IteratorMode::From(&key(self.group, from.max(0) as u64), Direction::Forward),
+            IteratorMode::From(&key(self.group, first as u64), Direction::Forward),
         );
         let (mut end, mut bytes) = (from, 0u64);
         for item in it {

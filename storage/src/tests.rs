@@ -112,15 +112,21 @@ fn partition_log_reads_from_the_batch_holding_an_offset() {
     put(&db, &other, 0, 0, 1, b"zz", true);
 
     let mut out = BytesMut::new();
-    assert_eq!(log.read_into(15, 30, 1 << 20, &mut out).unwrap(), 2);
+    assert_eq!(log.read_into(15, 30, 1 << 20, true, &mut out).unwrap(), 2);
     assert_eq!(&out[..], b"bbbbcccc");
     // At least one whole batch, whatever max_bytes says.
     let mut out = BytesMut::new();
-    assert_eq!(log.read_into(0, 30, 1, &mut out).unwrap(), 1);
+    assert_eq!(log.read_into(0, 30, 1, true, &mut out).unwrap(), 1);
+    assert_eq!(&out[..], b"aaaa");
+    // Without min_one, a batch that does not fit is left out.
+    let mut out = BytesMut::new();
+    assert_eq!(log.read_into(0, 30, 3, false, &mut out).unwrap(), 0);
+    assert!(out.is_empty());
+    assert_eq!(log.read_into(0, 30, 6, false, &mut out).unwrap(), 1);
     assert_eq!(&out[..], b"aaaa");
     // Never past the end offset.
     let mut out = BytesMut::new();
-    assert_eq!(log.read_into(0, 10, 1 << 20, &mut out).unwrap(), 1);
+    assert_eq!(log.read_into(0, 10, 1 << 20, true, &mut out).unwrap(), 1);
 
     assert_eq!(log.batch_for_timestamp(150).unwrap().unwrap().base_offset, 10);
     assert_eq!(log.batch_for_timestamp(100).unwrap().unwrap().base_offset, 0);
@@ -131,7 +137,7 @@ fn partition_log_reads_from_the_batch_holding_an_offset() {
     log.delete_before(&mut wb, 20).unwrap();
     db.write(wb, Durability::Wal).unwrap();
     let mut out = BytesMut::new();
-    assert_eq!(log.read_into(0, 30, 1 << 20, &mut out).unwrap(), 1);
+    assert_eq!(log.read_into(0, 30, 1 << 20, true, &mut out).unwrap(), 1);
     assert_eq!(&out[..], b"cccc");
     // The head batch is indexed again, so a lookup before it lands on it.
     assert_eq!(log.batch_for_timestamp(0).unwrap().unwrap().base_offset, 20);

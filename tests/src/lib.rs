@@ -126,6 +126,7 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
         RequestKind::ListGroups(_) => ApiKey::ListGroups,
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
+        RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
         other => panic!("no api key mapping for {other:?}"),
     }
 }

@@ -4,7 +4,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Call;
+use super::{operations, Call};
 
 pub fn handle(call: &Call, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let node = &call.node;
@@ -18,5 +18,8 @@ pub fn handle(call: &Call, req: DescribeClusterRequest) -> DescribeClusterRespon
             .with_broker_id(id)
             .with_host(StrBytes::from_string(host))
             .with_port(port)])
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(operations::answer(
+            req.include_cluster_authorized_operations,
+            operations::CLUSTER,
+        ))
 }

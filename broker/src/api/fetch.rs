@@ -124,14 +124,15 @@ fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<PartitionData>, usize, 
                 any_error = true;
                 return data.with_error_code(ResponseError::OffsetOutOfRange.code());
             }
-            // KIP-74: the first partition with data always gets one whole batch.
-            let budget =
-                if total == 0 { w.max_bytes.min(max_bytes) } else { w.max_bytes.min(max_bytes.saturating_sub(total)) };
-            if w.offset == offsets.high_watermark || budget == 0 && total > 0 {
+            // KIP-74: the first partition with data always gets one whole batch; after it,
+            // only batches that fit in what is left of the request's max_bytes.
+            let first = total == 0;
+            let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+            if w.offset == offsets.high_watermark || budget == 0 && !first {
                 return data.with_records(Some(Default::default()));
             }
             let mut buf = BytesMut::new();
-            match partition.log.read_into(w.offset, offsets.high_watermark, budget.max(1), &mut buf) {
+            match partition.log.read_into(w.offset, offsets.high_watermark, budget.max(1), first, &mut buf) {
                 Ok(_) => {
                     total += buf.len();
                     data.with_records(Some(buf.freeze()))

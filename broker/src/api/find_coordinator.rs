@@ -1,6 +1,8 @@
 //! FindCoordinator: the node leading the `__consumer_offsets` partition a group hashes
 //! to (this one, on a single node), the topic made on first use. v4+ asks for several
-//! keys at once. Transactions are not implemented: their coordinator is not available.
+//! keys at once. Transactions are not implemented: a transaction coordinator is refused
+//! with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, an error clients treat as fatal, so
+//! `init_transactions()` fails at once rather than retrying until its timeout.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -10,6 +12,7 @@ use kafka_protocol::ResponseError;
 use super::{message, Call};
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 pub async fn handle(call: &Call, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let node = &call.node;
@@ -26,7 +29,8 @@ pub async fn handle(call: &Call, req: FindCoordinatorRequest) -> FindCoordinator
                 };
                 (code, why)
             }),
-            _ => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported")),
+            TRANSACTION => Err((ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported")),
+            _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         };
         coordinators.push(match found {
             Ok(()) => Coordinator::default()

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{message, Call};
+use super::{message, operations, Call};
 use crate::cluster::node::OFFSETS_TOPIC;
 use crate::cluster::partition::Partition;
 use crate::group::coordinator::{GroupSummary, State};
@@ -22,10 +22,6 @@ use crate::group::coordinator::{GroupSummary, State};
 fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
-
-/// Operations on a group any client may do (no ACLs): READ, DELETE, DESCRIBE, as bits of
-/// Kafka's `AclOperation` codes.
-const GROUP_OPERATIONS: i32 = 1 << 3 | 1 << 6 | 1 << 8;
 
 /// Whether the partition keeps offsets of `group`.
 fn has_offsets(p: &Partition, group: &str) -> Result<bool, ResponseError> {
@@ -50,7 +46,7 @@ async fn summary(call: &Call, group: &str) -> Result<Option<GroupSummary>, Respo
 }
 
 pub async fn describe(call: &Call, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let operations = if req.include_authorized_operations { GROUP_OPERATIONS } else { i32::MIN };
+    let operations = operations::answer(req.include_authorized_operations, operations::GROUP);
     let mut groups = Vec::new();
     for id in req.groups {
         let base = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(operations);

@@ -56,23 +56,28 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseE
         MAX_TIMESTAMP => {
             let stored =
                 partition.log.batches_from(offsets.max_timestamp_batch, 1).map_err(|e| storage_code(&e))?.pop();
-            Ok(stored.map_or((-1, -1), |b| first_record_at_or_after(&b, offsets.max_timestamp)))
+            Ok(stored
+                .map_or((-1, -1), |b| first_record_at_or_after(&b, offsets.max_timestamp, offsets.log_start_offset)))
         }
         t if t < 0 => Err(ResponseError::InvalidRequest),
         t => match partition.log.batch_for_timestamp(t).map_err(|e| storage_code(&e))? {
-            Some(stored) => Ok(first_record_at_or_after(&stored, t)),
+            Some(stored) => Ok(first_record_at_or_after(&stored, t, offsets.log_start_offset)),
             None => Ok((-1, -1)),
         },
     }
 }
 
-/// `(offset, timestamp)` of the first record of `stored` at or after `t`, decompressing if
+/// `(offset, timestamp)` of the first record of `stored` at or after `t` and at or after
+/// the log start (DeleteRecords may have moved it into the batch), decompressing if
 /// needed; should its records not parse, the batch's first offset and max timestamp.
-fn first_record_at_or_after(stored: &StoredBatch, t: i64) -> (i64, i64) {
+fn first_record_at_or_after(stored: &StoredBatch, t: i64, log_start: i64) -> (i64, i64) {
     BatchHeader::parse(&stored.bytes)
         .ok()
         .and_then(|h| batch::record_timestamps(&h, &stored.bytes))
-        .and_then(|ts| ts.into_iter().find(|(_, ts)| *ts >= t))
-        .map(|(delta, ts)| (stored.base_offset + delta as i64, ts))
-        .unwrap_or((stored.base_offset, stored.max_timestamp))
+        .and_then(|ts| {
+            ts.into_iter()
+                .map(|(delta, ts)| (stored.base_offset + delta as i64, ts))
+                .find(|(o, ts)| *ts >= t && *o >= log_start)
+        })
+        .unwrap_or((stored.base_offset.max(log_start), stored.max_timestamp))
 }

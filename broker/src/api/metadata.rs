@@ -8,12 +8,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::{check_topic_name, Call};
+use super::{check_topic_name, operations, Call};
 use crate::cluster::node::Node;
 use crate::error::ResponseError;
-
-/// Kafka's "authorized operations not requested" marker.
-const OPERATIONS_UNKNOWN: i32 = i32::MIN;
 
 pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
     let node = &call.node;
@@ -25,13 +22,14 @@ pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
         _ => None,
     };
     let allow_create = call.version < 4 || req.allow_auto_topic_creation;
+    let topic_operations = operations::answer(req.include_topic_authorized_operations, operations::TOPIC);
 
     let mut topics = Vec::new();
     match requested {
         None => {
             let metadata = node.metadata();
             for name in metadata.topics.keys() {
-                topics.push(describe_topic(node, name));
+                topics.push(describe_topic(node, name, topic_operations));
             }
         }
         Some(list) => {
@@ -45,13 +43,13 @@ pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
                                 MetadataResponseTopic::default()
                                     .with_error_code(ResponseError::UnknownTopicId.code())
                                     .with_topic_id(id)
-                                    .with_topic_authorized_operations(OPERATIONS_UNKNOWN),
+                                    .with_topic_authorized_operations(operations::NOT_REQUESTED),
                             );
                             continue;
                         }
                     },
                 };
-                topics.push(topic_or_create(node, &name, allow_create).await);
+                topics.push(topic_or_create(node, &name, allow_create, topic_operations).await);
             }
         }
     }
@@ -66,15 +64,18 @@ pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
         .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
         .with_controller_id(BrokerId(node.config.node_id as i32))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPERATIONS_UNKNOWN)
+        .with_cluster_authorized_operations(operations::answer(
+            req.include_cluster_authorized_operations,
+            operations::CLUSTER,
+        ))
 }
 
-async fn topic_or_create(node: &Node, name: &str, allow_create: bool) -> MetadataResponseTopic {
+async fn topic_or_create(node: &Node, name: &str, allow_create: bool, topic_operations: i32) -> MetadataResponseTopic {
     let unknown = |code: ResponseError| {
         MetadataResponseTopic::default()
             .with_error_code(code.code())
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-            .with_topic_authorized_operations(OPERATIONS_UNKNOWN)
+            .with_topic_authorized_operations(operations::NOT_REQUESTED)
     };
     if !node.metadata().topics.contains_key(name) {
         if check_topic_name(name).is_err() {
@@ -91,18 +92,18 @@ async fn topic_or_create(node: &Node, name: &str, allow_create: bool) -> Metadat
             }
         }
     }
-    describe_topic(node, name)
+    describe_topic(node, name, topic_operations)
 }
 
 /// The metadata of an existing topic (or UNKNOWN_TOPIC_OR_PARTITION if it just vanished).
-pub fn describe_topic(node: &Node, name: &str) -> MetadataResponseTopic {
+pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> MetadataResponseTopic {
     let metadata = node.metadata();
     let topic_name = Some(TopicName(StrBytes::from_string(name.to_string())));
     let Some(topic) = metadata.topics.get(name) else {
         return MetadataResponseTopic::default()
             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
             .with_name(topic_name)
-            .with_topic_authorized_operations(OPERATIONS_UNKNOWN);
+            .with_topic_authorized_operations(operations::NOT_REQUESTED);
     };
     let me = BrokerId(node.config.node_id as i32);
     let partitions = (0..topic.partitions.len() as i32)
@@ -126,5 +127,5 @@ pub fn describe_topic(node: &Node, name: &str) -> MetadataResponseTopic {
         .with_name(topic_name)
         .with_topic_id(Uuid::from_bytes(topic.id))
         .with_partitions(partitions)
-        .with_topic_authorized_operations(OPERATIONS_UNKNOWN)
+        .with_topic_authorized_operations(topic_operations)
 }

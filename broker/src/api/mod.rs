@@ -4,6 +4,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
@@ -54,6 +55,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::DescribeGroups,
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
+    ApiKey::DeleteRecords,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -109,6 +111,7 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::DescribeGroups(req) => ResponseKind::DescribeGroups(group_admin::describe(call, req).await),
         RequestKind::ListGroups(req) => ResponseKind::ListGroups(group_admin::list(call, req).await),
         RequestKind::DeleteGroups(req) => ResponseKind::DeleteGroups(group_admin::delete(call, req).await),
+        RequestKind::DeleteRecords(req) => ResponseKind::DeleteRecords(delete_records::handle(call, req).await),
         RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(init_producer_id::handle(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection
@@ -117,6 +120,36 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
             return None;
         }
     })
+}
+
+/// Operations a client may do on a resource, as bits of Kafka's `AclOperation` codes
+/// (READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12). With no ACLs, as Kafka
+/// without an authorizer, every client may do everything the resource type supports.
+pub mod operations {
+    const fn bits(codes: &[i8]) -> i32 {
+        let mut out = 0;
+        let mut i = 0;
+        while i < codes.len() {
+            out |= 1 << codes[i];
+            i += 1;
+        }
+        out
+    }
+    pub const TOPIC: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+    pub const GROUP: i32 = bits(&[3, 6, 8]);
+    pub const CLUSTER: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
+    /// Kafka's "authorized operations not requested".
+    pub const NOT_REQUESTED: i32 = i32::MIN;
+
+    /// `operations` if the request asked for them.
+    pub fn answer(requested: bool, operations: i32) -> i32 {
+        if requested {
+            operations
+        } else {
+            NOT_REQUESTED
+        }
+    }
 }
 
 /// `Some(message)` as the codec's string type.

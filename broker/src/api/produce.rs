@@ -9,7 +9,9 @@ use std::future::Future;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use protocol::batch::{self, BatchError};
 use tokio::sync::oneshot;
@@ -24,6 +26,7 @@ type Failure = (ResponseError, Option<String>);
 /// One partition's write: refused at once, or waiting for its commit.
 enum Pending {
     Failed(Failure),
+    Refused(Refusal),
     Queued {
         rx: oneshot::Receiver<Result<Appended, ResponseError>>,
         records: u64,
@@ -67,9 +70,9 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                 let records = pd.records.unwrap_or_default();
                 let batches = match check_batches(&records, settings.max_message_bytes, settings.compact) {
                     Ok(b) => b,
-                    Err((code, msg)) => {
-                        metrics::counter!("quarry_produce_rejected_total", "topic" => name.clone(), "reason" => code.to_string()).increment(1);
-                        return Pending::Failed((code, Some(msg)));
+                    Err(refusal) => {
+                        metrics::counter!("quarry_produce_rejected_total", "topic" => name.clone(), "reason" => refusal.code.to_string()).increment(1);
+                        return Pending::Refused(refusal);
                     }
                 };
                 let count = batches.iter().map(|(h, _)| h.offset_count()).sum::<i64>() as u64;
@@ -107,6 +110,17 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                     };
                     match pending {
                         Pending::Failed(f) => failed(f),
+                        Pending::Refused(Refusal { code, text, records }) => {
+                            let record_errors = records
+                                .into_iter()
+                                .map(|(batch_index, why)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(batch_index)
+                                        .with_batch_index_error_message(message(why))
+                                })
+                                .collect();
+                            failed((code, Some(text))).with_record_errors(record_errors)
+                        }
                         Pending::Queued { rx, records, bytes, log_append_time, log_start_offset } => {
                             match rx.await.unwrap_or(Err(ResponseError::NotLeaderOrFollower)) {
                                 Ok(appended) => match outcome(&appended.batches) {
@@ -174,45 +188,62 @@ fn outcome(batches: &[BatchResult]) -> Result<(i64, bool), Failure> {
     first.map(|base| (base, written)).ok_or((ResponseError::CorruptMessage, None))
 }
 
+/// Why a partition's records were refused; `records` names single records (their index
+/// among the partition's records, and why), as Kafka's `record_errors`, so that a client
+/// can resend the others.
+struct Refusal {
+    code: ResponseError,
+    text: String,
+    records: Vec<(i32, String)>,
+}
+
+impl Refusal {
+    fn new(code: ResponseError, text: impl Into<String>) -> Self {
+        Refusal { code, text: text.into(), records: Vec::new() }
+    }
+}
+
 /// Splits and checks a partition's records: v2 batches only, whole, CRC intact, each no
 /// larger than the topic's `max.message.bytes`, keyed on a compacted topic. Nothing is
-/// stored unless all pass.
+/// written unless every batch passes.
 fn check_batches(
     records: &Bytes,
     max_message_bytes: i64,
     compacted: bool,
-) -> Result<Vec<(batch::BatchHeader, Bytes)>, (ResponseError, String)> {
+) -> Result<Vec<(batch::BatchHeader, Bytes)>, Refusal> {
     if records.is_empty() {
-        return Err((ResponseError::InvalidRecord, "no record batch".into()));
+        return Err(Refusal::new(ResponseError::InvalidRecord, "no record batch"));
     }
     let split = batch::split_batches(records).map_err(|e| match e {
         BatchError::Magic(m) => {
-            (ResponseError::UnsupportedForMessageFormat, format!("record batch magic {m} is not supported"))
+            Refusal::new(ResponseError::UnsupportedForMessageFormat, format!("record batch magic {m} is not supported"))
         }
-        other => (ResponseError::CorruptMessage, other.to_string()),
+        other => Refusal::new(ResponseError::CorruptMessage, other.to_string()),
     })?;
     if split.len() > 1 && split.iter().any(|(h, _)| h.producer_id >= 0) {
         // As Kafka: one batch per partition, so that an idempotent write is all or nothing.
-        return Err((
+        return Err(Refusal::new(
             ResponseError::InvalidRecord,
             format!("{} record batches for one partition; an idempotent producer sends one", split.len()),
         ));
     }
     let mut out = Vec::with_capacity(split.len());
+    let mut keyless = Vec::new();
+    let mut index = 0i32;
     for (header, range) in split {
         if range.len() as i64 > max_message_bytes {
-            return Err((
+            return Err(Refusal::new(
                 ResponseError::MessageTooLarge,
                 format!("record batch of {} bytes exceeds max.message.bytes {max_message_bytes}", range.len()),
             ));
         }
         let bytes = records.slice(range);
-        batch::validate(&header, &bytes).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+        batch::validate(&header, &bytes).map_err(|e| Refusal::new(ResponseError::CorruptMessage, e.to_string()))?;
         if header.is_transactional() || header.is_control() {
-            return Err((ResponseError::TransactionalIdAuthorizationFailed, NO_TRANSACTIONS.into()));
+            return Err(Refusal::new(ResponseError::TransactionalIdAuthorizationFailed, NO_TRANSACTIONS));
         }
         if header.producer_id >= 0 && (header.producer_epoch < 0 || header.base_sequence < 0) {
-            return Err((
+            return Err(Refusal::new(
                 ResponseError::InvalidRecord,
                 format!(
                     "record batch of producer id {} has epoch {} and base sequence {}; an idempotent batch needs both",
@@ -220,11 +251,23 @@ fn check_batches(
                 ),
             ));
         }
-        if compacted && !header.is_control() && batch::has_keyless_record(&bytes) {
+        if compacted {
             // Compaction keeps the latest record per key; a record without one cannot be kept.
-            return Err((ResponseError::InvalidRecord, "compacted topics accept only records with a key".into()));
+            let Some(found) = batch::keyless_records(&bytes) else {
+                return Err(Refusal::new(ResponseError::CorruptMessage, "the batch's records do not decode"));
+            };
+            keyless.extend(found.into_iter().map(|i| index + i));
         }
+        index += header.records_count.max(0);
         out.push((header, bytes));
+    }
+    if !keyless.is_empty() {
+        let why = "a compacted topic accepts only records with a key";
+        return Err(Refusal {
+            code: ResponseError::InvalidRecord,
+            text: format!("{} of {index} records have no key; {why}", keyless.len()),
+            records: keyless.into_iter().map(|i| (i, why.to_string())).collect(),
+        });
     }
     Ok(out)
 }

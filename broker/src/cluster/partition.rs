@@ -210,36 +210,37 @@ impl PartitionMachine {
         BatchResult::Appended(base)
     }
 
+    /// Moves the log start to `offset` (at most the high watermark), as retention and
+    /// DeleteRecords ask: batches wholly below it are deleted; the one that holds it stays,
+    /// its earlier records no longer served. Returns the log start.
     fn advance_log_start(&mut self, wb: &mut WriteBatch, applied: u64, offset: i64) -> i64 {
         let target = offset.min(self.offsets.high_watermark);
         if target <= self.offsets.log_start_offset {
             return self.offsets.log_start_offset;
         }
-        // The new start is a batch boundary: the batch that holds `target` stays.
-        let (new_start, freed) = match self.log.skip_while(self.offsets.log_start_offset, |b| b.last_offset < target) {
+        let (boundary, freed) = match self.log.skip_while(self.offsets.log_start_offset, |b| b.last_offset < target) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read partition log to move its start");
                 return self.offsets.log_start_offset;
             }
         };
-        if new_start <= self.offsets.log_start_offset {
-            return self.offsets.log_start_offset;
+        if boundary > self.offsets.log_start_offset {
+            if let Err(e) = self.log.delete_before(wb, boundary) {
+                tracing::error!(error = %e, "cannot delete partition log prefix");
+                return self.offsets.log_start_offset;
+            }
+            self.offsets.log_bytes = self.offsets.log_bytes.saturating_sub(freed);
+            // Segment files below the entry of the first remaining batch hold no live
+            // batch; with none left, any later batch comes in an entry after this one.
+            let floor = match self.log.info_at(boundary) {
+                Ok(Some(b)) => b.entry,
+                _ => applied,
+            };
+            self.log.segments().raise_data_floor(applied, floor);
         }
-        if let Err(e) = self.log.delete_before(wb, new_start) {
-            tracing::error!(error = %e, "cannot delete partition log prefix");
-            return self.offsets.log_start_offset;
-        }
-        self.offsets.log_start_offset = new_start;
-        self.offsets.log_bytes = self.offsets.log_bytes.saturating_sub(freed);
-        // Segment files below the entry of the first remaining batch hold no live batch;
-        // with none left, any later batch comes in an entry after this one.
-        let floor = match self.log.info_at(new_start) {
-            Ok(Some(b)) => b.entry,
-            _ => applied,
-        };
-        self.log.segments().raise_data_floor(applied, floor);
-        new_start
+        self.offsets.log_start_offset = target;
+        target
     }
 }
 

@@ -387,7 +387,7 @@ impl Coordinator {
                 true
             }
         };
-        if group.protocol_type.is_none() {
+        if group.protocol_type.is_none() || group.state == State::Empty {
             group.protocol_type = Some(req.protocol_type.clone());
         }
         match group.state {
@@ -895,7 +895,8 @@ fn become_empty(group: &mut Group, now: Ms) {
     group.state = State::Empty;
     group.leader = None;
     group.protocol = None;
-    group.protocol_type = None;
+    // Kafka keeps the protocol type: an emptied consumer group still lists as "consumer",
+    // not as a simple group (one that only ever had offsets committed).
 }
 
 /// After members left: an empty group is Empty; otherwise the rest rebalance.

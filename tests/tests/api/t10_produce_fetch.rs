@@ -1,4 +1,5 @@
-use kafka_protocol::messages::{ApiVersionsRequest, RequestKind, ResponseKind};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiVersionsRequest, BrokerId, FetchRequest, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 use tests::requests::*;
 use tests::*;
@@ -151,4 +152,61 @@ async fn acks_zero_gets_no_response_but_is_stored() {
     let got = decode_records(fetch(&mut c, "t", 0, 0, 0, 1).await.records.unwrap());
     assert_eq!(got.len(), 2);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_stays_within_max_bytes_but_for_the_first_batch() {
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "big", 3, &[]).await, 0);
+    // Two batches of about 300 KB in each of three partitions.
+    let value = "x".repeat(300_000);
+    for p in 0..3 {
+        for i in 0..2 {
+            let resp = produce(&mut c, "big", p, encode_batch(&[TestRecord::new("k", &value, i)]), -1).await.unwrap();
+            assert_eq!(resp.error_code, 0);
+        }
+    }
+    let fetch_all = |max_bytes: i32, partition_max_bytes: i32| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(1)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default().with_topic(TopicName("big".to_string().into())).with_partitions(
+                (0..3)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(partition_max_bytes)
+                    })
+                    .collect(),
+            )])
+    };
+    // 700 KB: both batches of the first partition, nothing that would go over.
+    let (batches, bytes) = read(&mut c, fetch_all(700_000, 1 << 20)).await;
+    assert_eq!(batches, vec![2, 0, 0]);
+    assert!(bytes <= 700_000, "{bytes} bytes");
+    // 1 MB: the first partition whole, then one batch of the second.
+    let (batches, bytes) = read(&mut c, fetch_all(1_000_000, 1 << 20)).await;
+    assert_eq!(batches, vec![2, 1, 0]);
+    assert!(bytes <= 1_000_000, "{bytes} bytes");
+    // Limits below one batch: the first partition's first batch all the same (KIP-74),
+    // nothing more.
+    let (batches, _) = read(&mut c, fetch_all(1000, 1 << 20)).await;
+    assert_eq!(batches, vec![1, 0, 0]);
+    let (batches, _) = read(&mut c, fetch_all(50 << 20, 1000)).await;
+    assert_eq!(batches, vec![1, 0, 0]);
+    server.shutdown().await;
+}
+
+/// Batches per partition of a fetch, and the records' bytes in all.
+async fn read(c: &mut Client, req: FetchRequest) -> (Vec<usize>, usize) {
+    let ResponseKind::Fetch(r) = c.call(12, RequestKind::Fetch(req)).await else { panic!() };
+    let parts = &r.responses[0].partitions;
+    let batches = parts.iter().map(|p| decode_records(p.records.clone().unwrap_or_default()).len()).collect();
+    let bytes = parts.iter().map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+    (batches, bytes)
 }

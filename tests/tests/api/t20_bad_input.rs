@@ -118,8 +118,16 @@ async fn compacted_topic_refuses_records_without_key() {
     let mut c = Client::connect(server.kafka_addr).await;
     assert_eq!(create_topic(&mut c, "table", 1, &[("cleanup.policy", "compact")]).await, 0);
     let keyless = TestRecord { key: None, value: Some(bytes::Bytes::from_static(b"v")), timestamp: 1 };
-    let resp = produce(&mut c, "table", 0, encode_batch(&[TestRecord::new("k", "v", 1), keyless]), -1).await.unwrap();
+    let mut batch = vec![TestRecord::new("k", "v", 1), keyless.clone(), TestRecord::new("k2", "v", 1), keyless];
+    batch.push(TestRecord::new("k3", "v", 1));
+    let resp = produce(&mut c, "table", 0, encode_batch(&batch), -1).await.unwrap();
     assert_eq!(resp.error_code, ResponseError::InvalidRecord.code());
+    // Kafka's record_errors name the keyless records, so a client can resend the others.
+    let indexes: Vec<i32> = resp.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(indexes, vec![1, 3]);
+    assert!(resp.error_message.as_deref().is_some_and(|m| m.contains("2 of 5 records have no key")));
+    let resp = fetch(&mut c, "table", 0, 0, 0, 0).await;
+    assert_eq!(resp.high_watermark, 0, "nothing of the refused batch is stored");
     let resp = produce(&mut c, "table", 0, encode_batch(&[TestRecord::new("k", "v", 1)]), -1).await.unwrap();
     assert_eq!((resp.error_code, resp.base_offset), (0, 0));
     server.shutdown().await;

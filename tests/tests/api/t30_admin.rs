@@ -156,5 +156,23 @@ async fn describe_cluster_names_this_broker() {
     assert_eq!(r.brokers.len(), 1);
     assert_eq!(r.brokers[0].port, server.kafka_addr.port() as i32);
     assert!(!r.cluster_id.is_empty());
+    assert_eq!(r.cluster_authorized_operations, i32::MIN, "not asked for");
+
+    // Authorized operations, when asked for: with no ACLs, everything each resource
+    // supports (Kafka's AclOperation codes as bits).
+    let req = DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+    let ResponseKind::DescribeCluster(r) = c.call(1, RequestKind::DescribeCluster(req)).await else { panic!() };
+    let cluster = [5, 7, 8, 9, 10, 11, 12].iter().fold(0, |bits, op| bits | 1 << op);
+    assert_eq!(r.cluster_authorized_operations, cluster);
+    assert_eq!(create_topic(&mut c, "t", 1, &[]).await, 0);
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s("t"))))]))
+        .with_include_cluster_authorized_operations(true)
+        .with_include_topic_authorized_operations(true);
+    let ResponseKind::Metadata(r) = c.call(10, RequestKind::Metadata(req)).await else { panic!() };
+    assert_eq!(r.cluster_authorized_operations, cluster);
+    let topic = [3, 4, 5, 6, 7, 8, 10, 11].iter().fold(0, |bits, op| bits | 1 << op);
+    assert_eq!(r.topics[0].topic_authorized_operations, topic);
+    assert_eq!(metadata(&mut c, &["t"], false).await.topics[0].topic_authorized_operations, i32::MIN);
     server.shutdown().await;
 }

@@ -121,3 +121,71 @@ async fn segment_files_are_deleted_behind_the_log_start_and_reads_survive_a_rest
     assert_eq!(before.error_code, ResponseError::OffsetOutOfRange.code());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_log_start_to_the_offset_asked() {
+    use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    use kafka_protocol::messages::{DeleteRecordsRequest, RequestKind, ResponseKind, TopicName};
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "t", 2, &[]).await, 0);
+    assert_eq!(create_topic(&mut c, "table", 1, &[("cleanup.policy", "compact")]).await, 0);
+    // Partition 0: batches of 10 records at 0, 10, 20; partition 1: one batch of 10.
+    for base in [0, 10, 20] {
+        let records: Vec<TestRecord> = (0..10).map(|i| TestRecord::new("k", &format!("v{}", base + i), 1)).collect();
+        assert_eq!(produce(&mut c, "t", 0, encode_batch(&records), -1).await.unwrap().error_code, 0);
+    }
+    let records: Vec<TestRecord> = (0..10).map(|i| TestRecord::new("k", &format!("v{i}"), 1)).collect();
+    assert_eq!(produce(&mut c, "t", 1, encode_batch(&records), -1).await.unwrap().error_code, 0);
+
+    let delete = |topic: &str, parts: &[(i32, i64)]| {
+        let topic = DeleteRecordsTopic::default().with_name(TopicName(topic.to_string().into())).with_partitions(
+            parts
+                .iter()
+                .map(|&(p, o)| DeleteRecordsPartition::default().with_partition_index(p).with_offset(o))
+                .collect(),
+        );
+        RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000))
+    };
+    let answers = |r: ResponseKind| match r {
+        ResponseKind::DeleteRecords(r) => r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code, p.low_watermark))
+            .collect::<Vec<_>>(),
+        other => panic!("unexpected {other:?}"),
+    };
+    // Mid-batch on partition 0, the high watermark (-1) on partition 1, past the end on a
+    // partition that does not exist.
+    let got = answers(c.call(2, delete("t", &[(0, 15), (1, -1), (7, 0)])).await);
+    assert_eq!(got, vec![(0, 0, 15), (1, 0, 10), (7, ResponseError::UnknownTopicOrPartition.code(), -1)]);
+    let got = answers(c.call(2, delete("t", &[(0, 31)])).await);
+    assert_eq!(got, vec![(0, ResponseError::OffsetOutOfRange.code(), -1)]);
+    // Never backwards.
+    assert_eq!(answers(c.call(2, delete("t", &[(0, 5)])).await), vec![(0, 0, 15)]);
+    let got = answers(c.call(2, delete("table", &[(0, 0)])).await);
+    assert_eq!(got, vec![(0, ResponseError::PolicyViolation.code(), -1)]);
+
+    // The earliest offset is the one asked for; below it is out of range; a fetch from it
+    // starts inside the batch that holds it, as in Kafka.
+    assert_eq!(list_offset(&mut c, "t", 0, -2).await.1, 15);
+    assert_eq!(list_offset(&mut c, "t", 1, -2).await.1, 10);
+    assert_eq!(fetch(&mut c, "t", 0, 14, 0, 1).await.error_code, ResponseError::OffsetOutOfRange.code());
+    let data = fetch(&mut c, "t", 0, 15, 0, 1).await;
+    assert_eq!((data.error_code, data.log_start_offset), (0, 15));
+    let offsets: Vec<i64> = decode_records(data.records.unwrap()).into_iter().map(|(o, _)| o).collect();
+    assert_eq!(offsets, (10..30).collect::<Vec<_>>());
+
+    // Survives a restart.
+    drop(c);
+    server.shutdown().await;
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(list_offset(&mut c, "t", 0, -2).await.1, 15);
+    // Deleting up to the end leaves an empty log that takes new records at the end.
+    assert_eq!(answers(c.call(2, delete("t", &[(0, -1)])).await), vec![(0, 0, 30)]);
+    let resp = produce(&mut c, "t", 0, encode_batch(&[TestRecord::new("k", "new", 1)]), -1).await.unwrap();
+    assert_eq!((resp.error_code, resp.base_offset), (0, 30));
+    server.shutdown().await;
+}

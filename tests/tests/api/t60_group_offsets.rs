@@ -120,6 +120,45 @@ mod wire {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_commits_of_one_connection_land_in_the_order_sent() {
+        let dir = temp_dir();
+        let server = start(test_config(dir.path())).await;
+        let mut c = Client::connect(server.kafka_addr).await;
+        assert_eq!(create_topic(&mut c, "orders", 1, &[]).await, 0);
+        assert_eq!(commit(&mut c, "async", -1, &[("orders", 0, 0, "")]).await[0].2, 0);
+        // As commitAsync does: many commits in flight on one connection, then a fetch.
+        const N: i64 = 300;
+        for offset in 1..=N {
+            let part = OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset);
+            let req = OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("async")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("orders")))
+                    .with_partitions(vec![part])]);
+            c.send(ApiKey::OffsetCommit, 8, &RequestKind::OffsetCommit(req)).await;
+        }
+        let req = OffsetFetchRequest::default().with_group_id(GroupId(s("async"))).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name(TopicName(s("orders"))).with_partition_indexes(vec![0]),
+        ]));
+        c.send(ApiKey::OffsetFetch, 7, &RequestKind::OffsetFetch(req)).await;
+        for _ in 1..=N {
+            let frame = c.read_frame().await.expect("commit response");
+            match protocol::frame::decode_response(frame, ApiKey::OffsetCommit, 8).unwrap().1 {
+                ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let frame = c.read_frame().await.expect("fetch response");
+        match protocol::frame::decode_response(frame, ApiKey::OffsetFetch, 7).unwrap().1 {
+            ResponseKind::OffsetFetch(r) => assert_eq!(r.topics[0].partitions[0].committed_offset, N),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(fetch_v7(&mut c, "async", "orders", &[0]).await[0].0, N);
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn offsets_commit_and_fetch_over_the_wire_and_survive_a_restart() {
         let dir = temp_dir();
         let mut config = test_config(dir.path());
@@ -146,12 +185,16 @@ mod wire {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let req = FindCoordinatorRequest::default().with_coordinator_keys(vec![s("tx")]).with_key_type(1);
-        match c.call(4, RequestKind::FindCoordinator(req)).await {
-            ResponseKind::FindCoordinator(r) => {
-                assert_eq!(r.coordinators[0].error_code, ResponseError::CoordinatorNotAvailable.code())
+        // Transactions are not implemented: a fatal error, not a retriable one; an unknown
+        // key type is an invalid request.
+        for (key_type, code) in
+            [(1, ResponseError::TransactionalIdAuthorizationFailed), (7, ResponseError::InvalidRequest)]
+        {
+            let req = FindCoordinatorRequest::default().with_coordinator_keys(vec![s("tx")]).with_key_type(key_type);
+            match c.call(4, RequestKind::FindCoordinator(req)).await {
+                ResponseKind::FindCoordinator(r) => assert_eq!(r.coordinators[0].error_code, code.code()),
+                other => panic!("unexpected {other:?}"),
             }
-            other => panic!("unexpected {other:?}"),
         }
         assert_eq!(server.node.metadata().topics["__consumer_offsets"].partitions.len(), 4);
 

@@ -189,7 +189,15 @@ fn leaving_rebalances_the_rest_and_the_last_one_empties_the_group() {
     let (errors, _) = c.leave(20, "g", &[(b.clone(), None)]);
     assert_eq!(errors, vec![None]);
     assert_eq!(c.describe("g").unwrap().state, State::Empty);
-    assert_eq!(c.list(), vec![("g".to_string(), State::Empty, String::new())]);
+    // An emptied group keeps its protocol type (a consumer group, not a simple one)...
+    assert_eq!(c.list(), vec![("g".to_string(), State::Empty, "consumer".to_string())]);
+    // ...and the next first member may bring another.
+    let connect = |id: &str| JoinRequest { protocol_type: "connect".into(), ..join_req(id, None, &["range"]) };
+    let replies = c.join(30, 8, connect(""));
+    let resp = join_reply(&replies, 8).unwrap();
+    assert_eq!(resp.error, Some(ResponseError::MemberIdRequired));
+    c.join(30, 9, connect(&resp.member_id));
+    assert_eq!(c.list()[0].2, "connect");
 }
 
 #[test]
