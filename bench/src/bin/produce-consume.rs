@@ -237,25 +237,31 @@ fn create_topic(port: u16, topic: &str, partitions: i32) -> Result<()> {
     Ok(())
 }
 
-/// Plain acks=all produce with requests pipelined, the same with one request in flight,
-/// and idempotent produce (which librdkafka 2.12 runs with one request in flight per
-/// partition: it compares the messages in flight with the 5-request window), each on a
-/// fresh node, round-robin over `partitions` partitions: records/s of each.
-fn idempotence_run(bin: &Path, size: usize, count: usize, partitions: i32) -> Result<[f64; 3]> {
-    let mut rates = [0.0; 3];
-    for (i, (idempotent, in_flight)) in [(false, None), (false, Some(1)), (true, None)].into_iter().enumerate() {
+/// Produce with and without idempotence, acks=all, each on a fresh node, round-robin over
+/// `partitions` partitions; records/s of: librdkafka plain (requests pipelined), plain
+/// with one request in flight, idempotent (librdkafka 2.12 then sends one request at a
+/// time per partition: it compares the *messages* in flight with its 5-request window);
+/// then the wire-level producer of `bench::wire`, plain and idempotent, both with 5
+/// requests in flight (as the Java client), which holds the client side equal.
+fn idempotence_run(bin: &Path, size: usize, count: usize, partitions: i32) -> Result<[f64; 5]> {
+    let mut rates = [0.0; 5];
+    for i in 0..5 {
         let fresh = Broker::start(bin)?;
         let topic = format!("idem-{size}-{i}");
-        if partitions > 1 {
-            create_topic(fresh.port, &topic, partitions)?;
-        }
-        let p = producer_in_flight(fresh.port, "all", idempotent, in_flight)?;
-        let took = produce_with(&p, &topic, size, count, partitions)?;
+        create_topic(fresh.port, &topic, partitions)?;
+        let took = match i {
+            0 => produce_with(&producer_in_flight(fresh.port, "all", false, None)?, &topic, size, count, partitions)?,
+            1 => {
+                produce_with(&producer_in_flight(fresh.port, "all", false, Some(1))?, &topic, size, count, partitions)?
+            }
+            2 => produce_with(&producer_in_flight(fresh.port, "all", true, None)?, &topic, size, count, partitions)?,
+            _ => bench::wire::produce(fresh.port, &topic, partitions, size, count, i == 4)?,
+        };
         rates[i] = count as f64 / took.as_secs_f64();
         if std::env::var_os("BENCH_METRICS").is_some() {
             let (cpu, _) = fresh.usage();
-            let requests = fresh.metrics("api=\"Produce\"");
-            eprintln!("  idempotent={idempotent}: broker cpu {cpu:.2} s; {}", requests.join("; "));
+            let requests = fresh.metrics("quarry_requests_total{api=\"Produce\"}");
+            eprintln!("  run {i}: broker cpu {cpu:.2} s; {}", requests.join("; "));
         }
     }
     Ok(rates)
@@ -558,20 +564,28 @@ fn main() -> Result<()> {
             for _ in 0..repeat {
                 runs.push(idempotence_run(&bin, size, count, partitions)?);
             }
-            let median = |f: &dyn Fn(&[f64; 3]) -> f64| {
+            let median = |f: &dyn Fn(&[f64; 5]) -> f64| {
                 let mut v: Vec<f64> = runs.iter().map(f).collect();
                 v.sort_by(|a, b| a.total_cmp(b));
                 v[v.len() / 2]
             };
-            let (plain, one, idem) = (median(&|r| r[0]), median(&|r| r[1]), median(&|r| r[2]));
-            let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}", r[2] / r[1])).collect();
+            let [plain, one, idem, wire_plain, wire_idem] = [0, 1, 2, 3, 4].map(|i| median(&|r| r[i]));
+            let ratios =
+                |a: usize, b: usize| runs.iter().map(|r| format!("{:.2}", r[a] / r[b])).collect::<Vec<_>>().join(", ");
             let mb = |r: f64| r * size as f64 / 1e6;
             println!(
-                "idempotent produce, {size} B acks=all, {partitions} partition(s): {idem:.0} rec/s ({:.1} MB/s); plain with one request in flight {one:.0} rec/s ({:.1} MB/s): {:+.1}% (per run: {}); plain pipelined {plain:.0} rec/s ({:.1} MB/s)",
+                "idempotence, {size} B acks=all, {partitions} partition(s), 5 requests in flight (wire-level client): idempotent {wire_idem:.0} rec/s ({:.1} MB/s), plain {wire_plain:.0} rec/s ({:.1} MB/s): {:+.1}% (per run: {})",
+                mb(wire_idem),
+                mb(wire_plain),
+                (wire_idem / wire_plain - 1.0) * 100.0,
+                ratios(4, 3),
+            );
+            println!(
+                "idempotence, {size} B acks=all, {partitions} partition(s), librdkafka: idempotent {idem:.0} rec/s ({:.1} MB/s); plain with one request in flight {one:.0} rec/s ({:.1} MB/s): {:+.1}% (per run: {}); plain pipelined {plain:.0} rec/s ({:.1} MB/s)",
                 mb(idem),
                 mb(one),
                 (idem / one - 1.0) * 100.0,
-                ratios.join(", "),
+                ratios(2, 1),
                 mb(plain),
             );
         }
