@@ -187,12 +187,20 @@ case "$mode" in
     all) units=("${all_units[@]}") ;;
     list) units=("${selected[@]}") ;;
     allow)
-        # allow.txt: "UNIT [quick]  # comment"; "quick" runs it in quick mode.
+        # allow.txt: "UNIT [quick|first]  # comment"; "quick" runs it in quick mode,
+        # "first" starts it before the others (the longest tests, so that the run
+        # does not end waiting on one of them alone).
         units=()
+        later=()
         while read -r unit how _; do
-            case "$unit" in [0-9][0-9][0-9][0-9]|[0-9][0-9][0-9][0-9][/+]*) units+=("$unit") ;; *) continue ;; esac
-            [ "$how" = quick ] && quick_unit[$unit]=1
+            case "$unit" in [0-9][0-9][0-9][0-9]|[0-9][0-9][0-9][0-9][/+]*) ;; *) continue ;; esac
+            case "$how" in
+                first) units+=("$unit") ;;
+                quick) quick_unit[$unit]=1; later+=("$unit") ;;
+                *) later+=("$unit") ;;
+            esac
         done <"$here/allow.txt"
+        units+=("${later[@]}")
         ;;
 esac
 [ ${#units[@]} -gt 0 ] || die "no tests selected"
@@ -296,10 +304,12 @@ unit_parts() {
     local base=${1%%+*}
     u_sub=
     [ "$base" = "$1" ] || u_sub=${1#*+}
+    # A space in a sub-test name is written %20 (allow.txt splits on whitespace).
+    u_sub=${u_sub//%20/ }
     u_num=${base%%/*}
     u_scenario=default
     [ "$base" = "$u_num" ] || u_scenario=${base#*/}
-    u_file="$logs/$(tr '/+: ' '----' <<<"$1")"
+    u_file="$logs/$(tr '/+:, ' '-----' <<<"${1//%20/}")"
 }
 
 # Runs one unit; writes "UNIT RESULT SECONDS FIRST-ERROR" to its .result file
