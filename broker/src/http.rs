@@ -1,11 +1,12 @@
-//! The HTTP listener: `/metrics` in Prometheus text format and `/health`.
+//! The HTTP listener: `/metrics` in Prometheus text format, `/health`, and `POST /sql`
+//! (`sql.rs`).
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -28,8 +29,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(node);
+pub async fn serve(listener: TcpListener, node: Arc<Node>, engine: Arc<query::Engine>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(node)
+        .merge(Router::new().route("/sql", post(crate::sql::handle)).with_state(engine));
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(error = %e, "http listener failed");
     }

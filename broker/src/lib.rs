@@ -11,6 +11,7 @@ pub mod group;
 pub mod http;
 pub mod retention;
 pub mod server;
+pub mod sql;
 pub mod topic_config;
 
 use std::net::SocketAddr;
@@ -62,7 +63,8 @@ impl Server {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(server::serve(kafka, node.clone(), shutdown.clone()));
-        tasks.spawn(http::serve(http_listener, node.clone(), shutdown.clone()));
+        let engine = Arc::new(query::Engine::new(Arc::new(sql::NodeTopics { node: node.clone() }))?);
+        tasks.spawn(http::serve(http_listener, node.clone(), engine, shutdown.clone()));
         tasks.spawn(retention::run(node.clone(), shutdown.clone()));
         tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = node.config.advertised(), "listening");
         Ok(Server { node, kafka_addr, http_addr, shutdown, tasks })

@@ -299,6 +299,15 @@ impl PartitionLog {
     /// The first batch that may hold a record with a timestamp at or after `timestamp`:
     /// every batch before it has only earlier records.
     pub fn batch_for_timestamp(&self, timestamp: i64) -> Result<Option<StoredBatch>, Error> {
+        match self.offset_for_timestamp(timestamp)? {
+            Some(offset) => Ok(self.batches_from(offset, 1)?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// The base offset of the first batch whose timestamp (the running maximum of the
+    /// log) reaches `timestamp`: every batch before it holds only earlier timestamps.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, Error> {
         let mut it = self.db.rocks().iterator_cf(
             self.db.cf(Cf::TimeIndex),
             IteratorMode::From(&ts_key(self.group, timestamp, 0), Direction::Forward),
@@ -308,7 +317,7 @@ impl PartitionLog {
         if k[..8] != self.group.to_be_bytes() {
             return Ok(None);
         }
-        Ok(self.batches_from(offset_of_ts_key(&k), 1)?.pop())
+        Ok(Some(offset_of_ts_key(&k)))
     }
 
     /// The highest timestamp indexed so far (the running maximum), if any.

@@ -337,4 +337,29 @@ pub mod requests {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    /// `POST /sql` on the node's HTTP listener: the status and the JSON body.
+    pub fn sql_http(
+        addr: std::net::SocketAddr,
+        sql: &str,
+    ) -> impl std::future::Future<Output = (u16, serde_json::Value)> + 'static {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        sql_http_body(addr, body)
+    }
+
+    async fn sql_http_body(addr: std::net::SocketAddr, body: String) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+        let request = format!(
+            "POST /sql HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.expect("read");
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, value)
+    }
 }

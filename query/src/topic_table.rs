@@ -1,0 +1,652 @@
+//! Every topic is a table: `_partition`, `_offset`, `_timestamp`, `_key`, `_value`,
+//! `_headers`, read straight from the stored record batches.
+//!
+//! Filters on `_partition`, `_offset` and `_timestamp` are pushed into the scan
+//! (inexactly: DataFusion still applies them to the rows) and narrow what is read: a
+//! partition filter leaves other partitions out, an offset range bounds each partition's
+//! reading, and a lower bound on the timestamp starts each partition at the first batch
+//! the time index says may hold such a record. EXPLAIN shows the offset ranges a scan
+//! reads; EXPLAIN ANALYZE how many batches it read.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use protocol::batch::BatchHeader;
+use protocol::kafka_protocol::records::RecordBatchDecoder;
+
+use crate::topics::Topics;
+
+/// Rows per Arrow batch a scan emits.
+const ROWS_PER_BATCH: usize = 8192;
+/// Bytes of stored batches read at a time.
+const READ_BYTES: usize = 4 << 20;
+
+const PARTITION: usize = 0;
+const OFFSET: usize = 1;
+const TIMESTAMP: usize = 2;
+const KEY: usize = 3;
+const VALUE: usize = 4;
+const HEADERS: usize = 5;
+
+fn header_fields() -> Fields {
+    Fields::from(vec![Field::new("key", DataType::Utf8, true), Field::new("value", DataType::Binary, true)])
+}
+
+/// The columns of a topic read as a table.
+pub fn raw_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("_partition", DataType::Int32, false),
+        Field::new("_offset", DataType::Int64, false),
+        Field::new("_timestamp", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("_key", DataType::Binary, true),
+        Field::new("_value", DataType::Binary, true),
+        Field::new(
+            "_headers",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(header_fields()), true))),
+            true,
+        ),
+    ]))
+}
+
+/// A topic as a table.
+pub struct TopicTable {
+    topic: String,
+    topics: Arc<dyn Topics>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for TopicTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicTable").field("topic", &self.topic).finish()
+    }
+}
+
+impl TopicTable {
+    pub fn new(topic: String, topics: Arc<dyn Topics>) -> Self {
+        TopicTable { topic, topics, schema: raw_schema() }
+    }
+
+    /// The offset ranges to read under `restriction`, one per partition that has any.
+    pub(crate) fn ranges(&self, restriction: &Restriction) -> Result<Vec<PartitionRange>> {
+        let count = self.topics.partition_count(&self.topic).unwrap_or(0);
+        let mut out = Vec::new();
+        for partition in 0..count {
+            if restriction.partitions.as_ref().is_some_and(|p| !p.contains(&partition)) {
+                continue;
+            }
+            let Some((log_start, high_watermark)) = self.topics.bounds(&self.topic, partition) else { continue };
+            let mut start = log_start.max(restriction.offset_start.unwrap_or(i64::MIN));
+            let end = high_watermark.min(restriction.offset_end.unwrap_or(i64::MAX));
+            if let Some(ts) = restriction.timestamp_start {
+                match self
+                    .topics
+                    .offset_for_timestamp(&self.topic, partition, ts)
+                    .map_err(|e| DataFusionError::External(e.into()))?
+                {
+                    Some(o) => start = start.max(o),
+                    None => start = end,
+                }
+            }
+            if start < end {
+                out.push(PartitionRange { partition, start, end });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl TableProvider for TopicTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if Restriction::default().apply(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut restriction = Restriction::default();
+        for f in filters {
+            restriction.apply(f);
+        }
+        let ranges = self.ranges(&restriction)?;
+        let columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
+        Ok(Arc::new(TopicScanExec::new(
+            self.topic.clone(),
+            self.topics.clone(),
+            Arc::new(self.schema.project(&columns)?),
+            columns,
+            ranges,
+            lanes,
+            limit,
+        )))
+    }
+}
+
+/// What the pushed-down filters allow: a set of partitions, an offset range, an earliest
+/// timestamp. `None` is no bound.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Restriction {
+    pub partitions: Option<BTreeSet<i32>>,
+    pub offset_start: Option<i64>,
+    /// Exclusive.
+    pub offset_end: Option<i64>,
+    pub timestamp_start: Option<i64>,
+}
+
+impl Restriction {
+    /// Narrows the restriction by `e`; whether `e` said anything it understood.
+    pub fn apply(&mut self, e: &Expr) -> bool {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+                let a = self.apply(left);
+                let b = self.apply(right);
+                a || b
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                if let Some(c) = column_of(left) {
+                    self.compare(c, *op, right)
+                } else if let (Some(c), Some(op)) = (column_of(right), op.swap()) {
+                    self.compare(c, op, left)
+                } else {
+                    false
+                }
+            }
+            Expr::Between(Between { expr, negated: false, low, high }) => match column_of(expr) {
+                Some(c) => {
+                    let a = self.compare(c, Operator::GtEq, low);
+                    let b = self.compare(c, Operator::LtEq, high);
+                    a || b
+                }
+                None => false,
+            },
+            Expr::InList(list) if !list.negated && column_of(&list.expr) == Some("_partition") => {
+                let values: Option<BTreeSet<i32>> =
+                    list.list.iter().map(|v| int_of(v).and_then(|v| i32::try_from(v).ok())).collect();
+                match values {
+                    Some(values) => {
+                        self.keep_partitions(values);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    fn keep_partitions(&mut self, values: BTreeSet<i32>) {
+        self.partitions = Some(match self.partitions.take() {
+            Some(p) => p.intersection(&values).copied().collect(),
+            None => values,
+        });
+    }
+
+    fn compare(&mut self, column: &str, op: Operator, value: &Expr) -> bool {
+        match column {
+            "_partition" => match (op, int_of(value)) {
+                (Operator::Eq, Some(v)) => {
+                    self.keep_partitions(i32::try_from(v).into_iter().collect());
+                    true
+                }
+                _ => false,
+            },
+            "_offset" => {
+                let Some(v) = int_of(value) else { return false };
+                let (start, end) = match op {
+                    Operator::Eq => (Some(v), Some(v.saturating_add(1))),
+                    Operator::Gt => (Some(v.saturating_add(1)), None),
+                    Operator::GtEq => (Some(v), None),
+                    Operator::Lt => (None, Some(v)),
+                    Operator::LtEq => (None, Some(v.saturating_add(1))),
+                    _ => return false,
+                };
+                if let Some(s) = start {
+                    self.offset_start = Some(self.offset_start.map_or(s, |o| o.max(s)));
+                }
+                if let Some(e) = end {
+                    self.offset_end = Some(self.offset_end.map_or(e, |o| o.min(e)));
+                }
+                true
+            }
+            "_timestamp" => match (op, timestamp_ms_of(value)) {
+                (Operator::Gt | Operator::GtEq | Operator::Eq, Some(v)) => {
+                    self.timestamp_start = Some(self.timestamp_start.map_or(v, |o| o.max(v)));
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+fn column_of(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_of(&c.expr),
+        Expr::TryCast(c) => column_of(&c.expr),
+        _ => None,
+    }
+}
+
+fn int_of(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Int8(Some(v)) => Some(*v as i64),
+            ScalarValue::Int16(Some(v)) => Some(*v as i64),
+            ScalarValue::Int32(Some(v)) => Some(*v as i64),
+            ScalarValue::Int64(Some(v)) => Some(*v),
+            ScalarValue::UInt8(Some(v)) => Some(*v as i64),
+            ScalarValue::UInt16(Some(v)) => Some(*v as i64),
+            ScalarValue::UInt32(Some(v)) => Some(*v as i64),
+            ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok(),
+            _ => None,
+        },
+        Expr::Cast(c) => int_of(&c.expr),
+        _ => None,
+    }
+}
+
+/// A timestamp literal in milliseconds, rounded down.
+fn timestamp_ms_of(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1000),
+            ScalarValue::TimestampMillisecond(Some(v), _) => Some(*v),
+            ScalarValue::TimestampMicrosecond(Some(v), _) => Some(v.div_euclid(1000)),
+            ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000_000)),
+            _ => None,
+        },
+        Expr::Cast(c) => timestamp_ms_of(&c.expr),
+        _ => None,
+    }
+}
+
+/// Offsets `[start, end)` of one partition to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartitionRange {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Reads a topic's partitions: DataFusion partition `i` (a "lane") reads every
+/// `lanes`-th range in turn.
+#[derive(Debug)]
+pub struct TopicScanExec {
+    topic: String,
+    topics: Arc<dyn Topics>,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    ranges: Vec<PartitionRange>,
+    lanes: usize,
+    limit: Option<usize>,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for dyn Topics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Topics")
+    }
+}
+
+impl TopicScanExec {
+    fn new(
+        topic: String,
+        topics: Arc<dyn Topics>,
+        schema: SchemaRef,
+        columns: Vec<usize>,
+        ranges: Vec<PartitionRange>,
+        lanes: usize,
+        limit: Option<usize>,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(lanes),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        TopicScanExec {
+            topic,
+            topics,
+            schema,
+            columns,
+            ranges,
+            lanes,
+            limit,
+            metrics: ExecutionPlanMetricsSet::new(),
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for TopicScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let ranges: Vec<String> =
+            self.ranges.iter().map(|r| format!("{}:{}..{}", r.partition, r.start, r.end)).collect();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                write!(
+                    f,
+                    "TopicScan: topic={}, offsets=[{}], projection=[{}]",
+                    self.topic,
+                    ranges.join(", "),
+                    names.join(", ")
+                )?;
+                if let Some(limit) = self.limit {
+                    write!(f, ", limit={limit}")?;
+                }
+                Ok(())
+            }
+            DisplayFormatType::TreeRender => write!(f, "topic={}\noffsets=[{}]", self.topic, ranges.join(", ")),
+        }
+    }
+}
+
+impl ExecutionPlan for TopicScanExec {
+    fn name(&self) -> &str {
+        "TopicScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(&self, lane: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let ranges: Vec<PartitionRange> = self.ranges.iter().skip(lane).step_by(self.lanes).copied().collect();
+        let batches_read = MetricBuilder::new(&self.metrics).counter("batches_read", lane);
+        let bytes_read = MetricBuilder::new(&self.metrics).counter("bytes_read", lane);
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let reader = Reader {
+            topic: self.topic.clone(),
+            topics: self.topics.clone(),
+            schema: self.schema.clone(),
+            columns: self.columns.clone(),
+            limit: self.limit,
+            batches_read,
+            bytes_read,
+        };
+        builder.spawn_blocking(move || {
+            reader.run(&ranges, |batch| tx.blocking_send(Ok(batch)).is_ok());
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+}
+
+/// Reads ranges of one lane and turns their records into Arrow batches.
+struct Reader {
+    topic: String,
+    topics: Arc<dyn Topics>,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    limit: Option<usize>,
+    batches_read: Count,
+    bytes_read: Count,
+}
+
+impl Reader {
+    /// Emits batches until done, the limit is reached, or `emit` returns false (the
+    /// query went away). A read error ends the stream with that error.
+    fn run(&self, ranges: &[PartitionRange], mut emit: impl FnMut(RecordBatch) -> bool) {
+        let mut rows = Rows::new(&self.columns);
+        let mut total = 0usize;
+        for range in ranges {
+            let mut offset = range.start;
+            while offset < range.end {
+                let bytes = match self.topics.read(&self.topic, range.partition, offset, range.end, READ_BYTES) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(topic = %self.topic, partition = range.partition, error = %e, "sql read failed");
+                        return;
+                    }
+                };
+                if bytes.is_empty() {
+                    break;
+                }
+                self.bytes_read.add(bytes.len());
+                let next = decode_into(&bytes, range, offset, &mut rows, &self.batches_read);
+                if next <= offset {
+                    break;
+                }
+                offset = next;
+                while rows.len() >= ROWS_PER_BATCH {
+                    let batch = match rows.finish(&self.schema, ROWS_PER_BATCH) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(error = %e, "building an Arrow batch failed");
+                            return;
+                        }
+                    };
+                    total += batch.num_rows();
+                    if !emit(batch) || self.limit.is_some_and(|l| total >= l) {
+                        return;
+                    }
+                }
+            }
+        }
+        if rows.len() > 0 {
+            if let Ok(batch) = rows.finish(&self.schema, usize::MAX) {
+                emit(batch);
+            }
+        }
+    }
+}
+
+/// Decodes the stored batches in `bytes` into `rows`, keeping records in `[from, range.end)`;
+/// returns the offset after the last batch seen.
+fn decode_into(bytes: &Bytes, range: &PartitionRange, from: i64, rows: &mut Rows, batches_read: &Count) -> i64 {
+    let mut pos = 0;
+    let mut next = from;
+    while pos < bytes.len() {
+        let Ok(header) = BatchHeader::parse(&bytes[pos..]) else { break };
+        let size = header.size();
+        if pos + size > bytes.len() {
+            break;
+        }
+        let batch = bytes.slice(pos..pos + size);
+        pos += size;
+        next = header.last_offset() + 1;
+        batches_read.add(1);
+        if header.is_control() {
+            continue;
+        }
+        let mut buf = batch;
+        let set = match RecordBatchDecoder::decode(&mut buf) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, base_offset = header.base_offset, "undecodable batch skipped");
+                continue;
+            }
+        };
+        let log_append = header.has_log_append_time();
+        for r in set.records {
+            if r.offset < from || r.offset >= range.end {
+                continue;
+            }
+            let timestamp = if log_append { header.max_timestamp } else { r.timestamp };
+            rows.push(range.partition, r.offset, timestamp, r.key, r.value, &r.headers);
+        }
+        if next >= range.end {
+            break;
+        }
+    }
+    next
+}
+
+/// Column builders for the projected columns only.
+struct Rows {
+    columns: Vec<usize>,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    headers: ListBuilder<StructBuilder>,
+    len: usize,
+}
+
+impl Rows {
+    fn new(columns: &[usize]) -> Self {
+        Rows {
+            columns: columns.to_vec(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new(),
+            key: BinaryBuilder::new(),
+            value: BinaryBuilder::new(),
+            headers: ListBuilder::new(StructBuilder::from_fields(header_fields(), 0)),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn wants(&self, column: usize) -> bool {
+        self.columns.contains(&column)
+    }
+
+    fn push(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
+        headers: &Headers,
+    ) {
+        self.len += 1;
+        if self.wants(PARTITION) {
+            self.partition.append_value(partition);
+        }
+        if self.wants(OFFSET) {
+            self.offset.append_value(offset);
+        }
+        if self.wants(TIMESTAMP) {
+            self.timestamp.append_value(timestamp);
+        }
+        if self.wants(KEY) {
+            self.key.append_option(key);
+        }
+        if self.wants(VALUE) {
+            self.value.append_option(value);
+        }
+        if self.wants(HEADERS) {
+            let entries = self.headers.values();
+            for (k, v) in headers {
+                entries
+                    .field_builder::<StringBuilder>(0)
+                    .expect("header key builder")
+                    .append_value(String::from_utf8_lossy(k.as_bytes()));
+                entries.field_builder::<BinaryBuilder>(1).expect("header value builder").append_option(v.as_ref());
+                entries.append(true);
+            }
+            self.headers.append(true);
+        }
+    }
+
+    /// An Arrow batch of the rows so far (all of them; `_max` is a hint).
+    fn finish(&mut self, schema: &SchemaRef, _max: usize) -> Result<RecordBatch> {
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|c| -> ArrayRef {
+                match *c {
+                    PARTITION => Arc::new(self.partition.finish()),
+                    OFFSET => Arc::new(self.offset.finish()),
+                    TIMESTAMP => Arc::new(self.timestamp.finish()),
+                    KEY => Arc::new(self.key.finish()),
+                    VALUE => Arc::new(self.value.finish()),
+                    _ => Arc::new(self.headers.finish()),
+                }
+            })
+            .collect();
+        let rows = self.len;
+        self.len = 0;
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+}
+
+/// Record headers as the codec decodes them.
+type Headers =
+    protocol::kafka_protocol::indexmap::IndexMap<protocol::kafka_protocol::protocol::StrBytes, Option<Bytes>>;
