@@ -650,3 +650,38 @@ impl Rows {
 /// Record headers as the codec decodes them.
 type Headers =
     protocol::kafka_protocol::indexmap::IndexMap<protocol::kafka_protocol::protocol::StrBytes, Option<Bytes>>;
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn pushed_filters_become_partition_offset_and_time_bounds() {
+        let mut r = Restriction::default();
+        assert!(r.apply(&col("_offset").gt_eq(lit(10i64))));
+        assert!(r.apply(&col("_offset").lt(lit(20i64))));
+        // Literal first, as written `5 < _offset`: the tighter bound stays.
+        assert!(r.apply(&lit(5i64).lt(col("_offset"))));
+        assert!(r.apply(&col("_partition").in_list(vec![lit(1), lit(3)], false)));
+        let ts = ScalarValue::TimestampMicrosecond(Some(5_000_999), None);
+        assert!(r.apply(&col("_timestamp").gt_eq(lit(ts))));
+        assert_eq!((r.offset_start, r.offset_end, r.timestamp_start), (Some(10), Some(20), Some(5000)));
+        assert_eq!(r.partitions, Some(BTreeSet::from([1, 3])));
+        // Conjunctions are taken apart; a second partition filter intersects.
+        assert!(r.apply(&col("_partition").eq(lit(3)).and(col("_offset").lt_eq(lit(14i64)))));
+        assert_eq!((r.partitions.clone(), r.offset_end), (Some(BTreeSet::from([3])), Some(15)));
+
+        // What says nothing about where to read is left to DataFusion alone.
+        for e in [
+            col("_value").is_null(),
+            col("_offset").not_eq(lit(3i64)),
+            col("_offset").lt(lit(3i64)).or(col("_offset").gt(lit(9i64))),
+            col("_timestamp").lt(lit(ScalarValue::TimestampMillisecond(Some(1), None))),
+            col("_key").eq(lit("k")),
+        ] {
+            assert!(!Restriction::default().apply(&e), "{e}");
+        }
+    }
+}
