@@ -441,7 +441,7 @@ impl ExecutionPlan for TopicScanExec {
             bytes_read,
         };
         builder.spawn_blocking(move || {
-            reader.run(&ranges, |batch| tx.blocking_send(Ok(batch)).is_ok());
+            reader.run(&ranges, |batch| tx.blocking_send(batch).is_ok());
             Ok(())
         });
         Ok(builder.build())
@@ -462,7 +462,7 @@ struct Reader {
 impl Reader {
     /// Emits batches until done, the limit is reached, or `emit` returns false (the
     /// query went away). A read error ends the stream with that error.
-    fn run(&self, ranges: &[PartitionRange], mut emit: impl FnMut(RecordBatch) -> bool) {
+    fn run(&self, ranges: &[PartitionRange], mut emit: impl FnMut(Result<RecordBatch>) -> bool) {
         let mut rows = Rows::new(&self.columns);
         let mut total = 0usize;
         for range in ranges {
@@ -472,6 +472,10 @@ impl Reader {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!(topic = %self.topic, partition = range.partition, error = %e, "sql read failed");
+                        emit(Err(DataFusionError::Execution(format!(
+                            "reading {} partition {} at offset {offset}: {e}",
+                            self.topic, range.partition
+                        ))));
                         return;
                     }
                 };
@@ -485,24 +489,17 @@ impl Reader {
                 }
                 offset = next;
                 while rows.len() >= ROWS_PER_BATCH {
-                    let batch = match rows.finish(&self.schema, ROWS_PER_BATCH) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::error!(error = %e, "building an Arrow batch failed");
-                            return;
-                        }
-                    };
-                    total += batch.num_rows();
-                    if !emit(batch) || self.limit.is_some_and(|l| total >= l) {
+                    let batch = rows.finish(&self.schema);
+                    total += batch.as_ref().map_or(0, |b| b.num_rows());
+                    let failed = batch.is_err();
+                    if !emit(batch) || failed || self.limit.is_some_and(|l| total >= l) {
                         return;
                     }
                 }
             }
         }
         if rows.len() > 0 {
-            if let Ok(batch) = rows.finish(&self.schema, usize::MAX) {
-                emit(batch);
-            }
+            emit(rows.finish(&self.schema));
         }
     }
 }
@@ -621,8 +618,8 @@ impl Rows {
         }
     }
 
-    /// An Arrow batch of the rows so far (all of them; `_max` is a hint).
-    fn finish(&mut self, schema: &SchemaRef, _max: usize) -> Result<RecordBatch> {
+    /// An Arrow batch of the rows so far.
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter()
