@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: deps build run test unit compat fuzz bench clean
+.PHONY: deps build run test unit compat fuzz bench bench-sql clean
 
 deps:
 	@scripts/install-deps.sh
@@ -35,6 +35,12 @@ fuzz: deps
 
 bench: build
 	cd bench && $(CARGO) run --release --bin produce-consume $(BENCH_ARGS)
+
+# SQL over a 1M-record JSON topic, beside DuckDB on the same records (from PyPI).
+bench-sql: build
+	@[ -x bench/.venv/bin/python ] || python3 -m venv bench/.venv
+	@bench/.venv/bin/python -c 'import duckdb' 2>/dev/null || bench/.venv/bin/pip install -q -r bench/requirements.txt
+	cd bench && $(CARGO) run --release --bin sql
 
 clean:
 	$(CARGO) clean

@@ -20,6 +20,15 @@ else
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq kcat
 fi
 
+# psql (Debian's PostgreSQL client).
+if command -v psql >/dev/null 2>&1; then
+    log "psql present ($(psql --version))"
+else
+    log "installing postgresql-client"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql-client
+fi
+
 # Python clients in compat/.venv. A stamp holding a copy of requirements.txt
 # tells whether the venv already matches it.
 venv="$here/.venv"
@@ -30,7 +39,7 @@ else
     log "installing python clients into $venv"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
-    "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard'
+    "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard, psycopg'
     cp "$here/requirements.txt" "$stamp"
 fi
 

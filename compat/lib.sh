@@ -1,7 +1,7 @@
 # Shared helpers for the compat scripts. Source it, then call quarry_start:
 #
 #   . "$(dirname "$0")/../lib.sh"
-#   quarry_start            # sets QUARRY_BOOTSTRAP, QUARRY_HTTP, QUARRY_PID, QUARRY_TMP
+#   quarry_start            # sets QUARRY_BOOTSTRAP, QUARRY_HTTP, QUARRY_SQL, QUARRY_PID, QUARRY_TMP
 #   quarry_restart          # kill -9 the node, start it again: same ports, same data
 #
 # The node gets free loopback ports, a fresh temporary data directory and a
@@ -54,17 +54,20 @@ quarry_start() {
     # and sessions short enough to wait out a killed member.
     printf '%s\n' 'group_initial_rebalance_delay_ms = 0' 'group_min_session_timeout_ms = 1000' \
         >"$QUARRY_TMP/quarry.toml"
-    local kport http_port
+    local kport http_port sql_port
     kport="$(free_port)"
     http_port="$(free_port)"
     while [ "$http_port" = "$kport" ]; do http_port="$(free_port)"; done
+    sql_port="$(free_port)"
+    while [ "$sql_port" = "$kport" ] || [ "$sql_port" = "$http_port" ]; do sql_port="$(free_port)"; done
 
     QUARRY_BOOTSTRAP="127.0.0.1:$kport"
     QUARRY_HTTP="127.0.0.1:$http_port"
+    QUARRY_SQL="127.0.0.1:$sql_port"
     trap quarry_stop EXIT
     trap 'exit 130' INT TERM
     quarry_launch
-    export QUARRY_BOOTSTRAP QUARRY_HTTP QUARRY_TMP
+    export QUARRY_BOOTSTRAP QUARRY_HTTP QUARRY_SQL QUARRY_TMP
     echo "$COMPAT_NAME: quarry pid $QUARRY_PID on $QUARRY_BOOTSTRAP (data $QUARRY_TMP/data)"
 }
 
@@ -73,7 +76,7 @@ quarry_start() {
 # connections.
 quarry_launch() {
     "$QUARRY_EXE" serve --config "$QUARRY_TMP/quarry.toml" --data-dir "$QUARRY_TMP/data" \
-        --kafka-listen "$QUARRY_BOOTSTRAP" --http-listen "$QUARRY_HTTP" \
+        --kafka-listen "$QUARRY_BOOTSTRAP" --http-listen "$QUARRY_HTTP" --sql-listen "$QUARRY_SQL" \
         >>"$QUARRY_LOG" 2>&1 &
     QUARRY_PID=$!
 

@@ -13,7 +13,7 @@ fi
 passed=0
 failed=0
 failures=()
-for client in kcat confluent-kafka kafka-python kafkajs idempotence; do
+for client in kcat confluent-kafka kafka-python kafkajs idempotence sql; do
     echo "=== $client"
     if "$here/$client/run.sh"; then
         passed=$((passed + 1))

@@ -54,28 +54,32 @@ impl Conn {
     }
 }
 
-/// One batch of `records` records of `size` bytes; `producer` is (id, epoch, base
-/// sequence) when idempotent.
-fn batch(records: usize, size: usize, producer: Option<(i64, i16, i32)>) -> Result<Bytes> {
-    let value = Bytes::from(vec![b'w'; size]);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+/// One record: key, value, timestamp (ms).
+pub type MakeRecord<'a> = &'a dyn Fn(usize) -> (Option<Bytes>, Bytes, i64);
+
+/// One batch of the records `first..first + records` made by `make`; `producer` is (id,
+/// epoch, base sequence) when idempotent.
+fn batch(first: usize, records: usize, make: MakeRecord, producer: Option<(i64, i16, i32)>) -> Result<Bytes> {
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder keeps records in one batch while offset - sequence is constant.
-            sequence: if producer_id < 0 { i as i32 - 1 } else { base_sequence + i as i32 },
-            timestamp: now,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
+        .map(|i| {
+            let (key, value, timestamp) = make(first + i);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder keeps records in one batch while offset - sequence is constant.
+                sequence: if producer_id < 0 { i as i32 - 1 } else { base_sequence + i as i32 },
+                timestamp,
+                key,
+                value: Some(value),
+                headers: Default::default(),
+            }
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -96,6 +100,23 @@ pub fn produce(
     size: usize,
     count: usize,
     idempotent: bool,
+) -> Result<Duration> {
+    let value = Bytes::from(vec![b'w'; size]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    produce_with(port, topic, partitions, size, count, idempotent, &|_| (None, value.clone(), now))
+}
+
+/// Produces the records `make` makes for `0..count` (about `size` bytes each) in batches
+/// of about 1 MB, round-robin over `partitions` partitions, acks=all, up to 5 requests in
+/// flight; returns the time taken.
+pub fn produce_with(
+    port: u16,
+    topic: &str,
+    partitions: i32,
+    size: usize,
+    count: usize,
+    idempotent: bool,
+    make: MakeRecord,
 ) -> Result<Duration> {
     let per_batch = (1_000_000 / (size + 20)).max(1);
     let stream = TcpStream::connect(("127.0.0.1", port))?;
@@ -120,7 +141,7 @@ pub fn produce(
             let partition = (sent % partitions as usize) as i32;
             let n = per_batch.min(count - sent * per_batch);
             let seq = &mut sequences[partition as usize];
-            let records = batch(n, size, producer.map(|(id, epoch)| (id, epoch, *seq)))?;
+            let records = batch(sent * per_batch, n, make, producer.map(|(id, epoch)| (id, epoch, *seq)))?;
             *seq += n as i32;
             let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
                 TopicProduceData::default()
@@ -140,4 +161,22 @@ pub fn produce(
         answered += 1;
     }
     Ok(start.elapsed())
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub fn create_topic(port: u16, topic: &str, partitions: i32) -> Result<()> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    let mut conn = Conn { stream, correlation_id: 0 };
+    let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    conn.send(ApiKey::CreateTopics, 5, &req)?;
+    let r: CreateTopicsResponse = conn.receive(ApiKey::CreateTopics, 5)?;
+    match r.topics.first().map(|t| t.error_code) {
+        Some(0) => Ok(()),
+        other => bail!("create topic {topic}: error {other:?}"),
+    }
 }

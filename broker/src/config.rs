@@ -22,6 +22,8 @@ pub struct Config {
     pub advertised_kafka: Option<String>,
     /// HTTP listener for `/metrics` and `/health`.
     pub http_listen: String,
+    /// PostgreSQL wire protocol listener for SQL clients (psql, psycopg, JDBC).
+    pub sql_listen: String,
     #[serde(alias = "auto.create.topics.enable")]
     pub auto_create_topics_enable: bool,
     #[serde(alias = "num.partitions")]
@@ -71,6 +73,7 @@ impl Default for Config {
             kafka_listen: "127.0.0.1:9092".into(),
             advertised_kafka: None,
             http_listen: "127.0.0.1:8081".into(),
+            sql_listen: "127.0.0.1:5433".into(),
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: 104_857_600,
@@ -124,7 +127,9 @@ impl Config {
             value: value.to_string(),
             reason: reason.into(),
         };
-        for (key, addr) in [("kafka_listen", &self.kafka_listen), ("http_listen", &self.http_listen)] {
+        for (key, addr) in
+            [("kafka_listen", &self.kafka_listen), ("http_listen", &self.http_listen), ("sql_listen", &self.sql_listen)]
+        {
             check_host_port(addr).map_err(|r| invalid(key, addr, &r))?;
         }
         if let Some(adv) = &self.advertised_kafka {

@@ -38,6 +38,7 @@ pub struct Server {
     pub node: Arc<Node>,
     pub kafka_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub sql_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -54,7 +55,11 @@ impl Server {
         let http_listener = TcpListener::bind(&config.http_listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let sql_listener = TcpListener::bind(&config.sql_listen)
+            .await
+            .with_context(|| format!("cannot listen for SQL clients on {}", config.sql_listen))?;
         let kafka_addr = kafka.local_addr()?;
+        let sql_addr = sql_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
         if config.advertised_kafka.is_none() && config.kafka_listen.ends_with(":0") {
             config.advertised_kafka = Some(kafka_addr.to_string());
@@ -64,10 +69,11 @@ impl Server {
         let mut tasks = JoinSet::new();
         tasks.spawn(server::serve(kafka, node.clone(), shutdown.clone()));
         let engine = Arc::new(query::Engine::new(Arc::new(sql::NodeTopics { node: node.clone() }))?);
-        tasks.spawn(http::serve(http_listener, node.clone(), engine, shutdown.clone()));
+        tasks.spawn(http::serve(http_listener, node.clone(), engine.clone(), shutdown.clone()));
+        tasks.spawn(query::pg::serve(sql_listener, engine, shutdown.clone()));
         tasks.spawn(retention::run(node.clone(), shutdown.clone()));
-        tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = node.config.advertised(), "listening");
-        Ok(Server { node, kafka_addr, http_addr, shutdown, tasks })
+        tracing::info!(kafka = %kafka_addr, http = %http_addr, sql = %sql_addr, advertised = node.config.advertised(), "listening");
+        Ok(Server { node, kafka_addr, http_addr, sql_addr, shutdown, tasks })
     }
 
     /// Stops the listeners and connections, then every raft group.

@@ -37,6 +37,9 @@ struct ServeArgs {
     /// HTTP listener for /metrics and /health [default: 127.0.0.1:8081]
     #[arg(long, env = "QUARRY_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// PostgreSQL wire protocol listener for SQL clients [default: 127.0.0.1:5433]
+    #[arg(long, env = "QUARRY_SQL_LISTEN")]
+    sql_listen: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +74,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.http_listen {
                 config.http_listen = v;
+            }
+            if let Some(v) = args.sql_listen {
+                config.sql_listen = v;
             }
             let config = config.validate()?;
             let runtime =

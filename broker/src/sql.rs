@@ -1,6 +1,7 @@
 //! SQL on this node: its topics as the engine sees them ([`NodeTopics`]), and the HTTP
 //! `POST /sql` endpoint, which streams rows as JSON.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -11,8 +12,9 @@ use axum::Json;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use query::datafusion::arrow::array::ArrayRef;
-use query::{Engine, Output, SqlError};
+use query::{CatalogError, Engine, Output, SqlError};
 
+use crate::cluster::controller::{ControllerCmd, ControllerRefusal};
 use crate::cluster::node::Node;
 
 /// The node's topics for the SQL engine: every topic but the internal ones (`__` names).
@@ -24,6 +26,7 @@ fn internal(topic: &str) -> bool {
     topic.starts_with("__")
 }
 
+#[async_trait::async_trait]
 impl query::Topics for NodeTopics {
     fn topic_names(&self) -> Vec<String> {
         self.node.metadata().topics.keys().filter(|t| !internal(t)).cloned().collect()
@@ -52,6 +55,29 @@ impl query::Topics for NodeTopics {
         p.log.read_into(offset, end, max_bytes, true, &mut buf).map_err(|e| e.to_string())?;
         metrics::counter!("quarry_sql_bytes_read_total").increment(buf.len() as u64);
         Ok(buf.freeze())
+    }
+
+    fn sources(&self) -> BTreeMap<String, String> {
+        self.node.metadata().sources.clone()
+    }
+
+    async fn create_source(&self, name: &str, definition: String) -> Result<(), CatalogError> {
+        let cmd = ControllerCmd::CreateSource { name: name.to_string(), definition };
+        match self.node.write_catalog(cmd).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(ControllerRefusal::SourceExists)) => Err(CatalogError::Exists),
+            Ok(Err(other)) => Err(CatalogError::Unavailable(format!("{other:?}"))),
+            Err(e) => Err(CatalogError::Unavailable(e)),
+        }
+    }
+
+    async fn drop_source(&self, name: &str) -> Result<(), CatalogError> {
+        match self.node.write_catalog(ControllerCmd::DropSource { name: name.to_string() }).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(ControllerRefusal::UnknownSource)) => Err(CatalogError::Unknown),
+            Ok(Err(other)) => Err(CatalogError::Unavailable(format!("{other:?}"))),
+            Err(e) => Err(CatalogError::Unavailable(e)),
+        }
     }
 }
 

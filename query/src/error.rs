@@ -8,6 +8,14 @@ pub const UNDEFINED_TABLE: &str = "42P01";
 pub const UNDEFINED_COLUMN: &str = "42703";
 pub const AMBIGUOUS_COLUMN: &str = "42702";
 pub const DUPLICATE_OBJECT: &str = "42710";
+pub const DUPLICATE_TABLE: &str = "42P07";
+pub const DUPLICATE_COLUMN: &str = "42701";
+pub const UNDEFINED_OBJECT: &str = "42704";
+pub const INVALID_PARAMETER: &str = "22023";
+pub const INVALID_BINARY: &str = "22P03";
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+pub const ACTIVE_TRANSACTION: &str = "25001";
 pub const UNDEFINED_FUNCTION: &str = "42883";
 pub const DATATYPE_MISMATCH: &str = "42804";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
@@ -163,7 +171,7 @@ fn line_column(text: &str) -> Option<(usize, usize)> {
 }
 
 /// The 1-based character position of a line and column of `sql`.
-fn char_position(sql: &str, line: usize, column: usize) -> Option<usize> {
+pub(crate) fn char_position(sql: &str, line: usize, column: usize) -> Option<usize> {
     let mut position = 0;
     for (i, l) in sql.split('\n').enumerate() {
         if i + 1 == line {

@@ -3,6 +3,8 @@
 
 pub mod engine;
 pub mod error;
+pub mod pg;
+pub mod source;
 pub mod topic_table;
 pub mod topics;
 pub mod values;
@@ -10,4 +12,4 @@ pub mod values;
 pub use datafusion;
 pub use engine::{Engine, Output};
 pub use error::SqlError;
-pub use topics::Topics;
+pub use topics::{CatalogError, Topics};

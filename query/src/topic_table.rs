@@ -36,6 +36,7 @@ use datafusion::physical_plan::{
 use protocol::batch::BatchHeader;
 use protocol::kafka_protocol::records::RecordBatchDecoder;
 
+use crate::source::SourceDecoder;
 use crate::topics::Topics;
 
 /// Rows per Arrow batch a scan emits.
@@ -87,33 +88,39 @@ impl TopicTable {
     pub fn new(topic: String, topics: Arc<dyn Topics>) -> Self {
         TopicTable { topic, topics, schema: raw_schema() }
     }
+}
 
-    /// The offset ranges to read under `restriction`, one per partition that has any.
-    pub(crate) fn ranges(&self, restriction: &Restriction) -> Result<Vec<PartitionRange>> {
-        let count = self.topics.partition_count(&self.topic).unwrap_or(0);
-        let mut out = Vec::new();
-        for partition in 0..count {
-            if restriction.partitions.as_ref().is_some_and(|p| !p.contains(&partition)) {
-                continue;
-            }
-            let Some((log_start, high_watermark)) = self.topics.bounds(&self.topic, partition) else { continue };
-            let mut start = log_start.max(restriction.offset_start.unwrap_or(i64::MIN));
-            let end = high_watermark.min(restriction.offset_end.unwrap_or(i64::MAX));
-            if let Some(ts) = restriction.timestamp_start {
-                match self
-                    .topics
-                    .offset_for_timestamp(&self.topic, partition, ts)
-                    .map_err(|e| DataFusionError::External(e.into()))?
-                {
-                    Some(o) => start = start.max(o),
-                    None => start = end,
-                }
-            }
-            if start < end {
-                out.push(PartitionRange { partition, start, end });
+/// The offset ranges of `topic` to read under `restriction`, one per partition that has
+/// any.
+pub(crate) fn ranges(topics: &dyn Topics, topic: &str, restriction: &Restriction) -> Result<Vec<PartitionRange>> {
+    let count = topics.partition_count(topic).unwrap_or(0);
+    let mut out = Vec::new();
+    for partition in 0..count {
+        if restriction.partitions.as_ref().is_some_and(|p| !p.contains(&partition)) {
+            continue;
+        }
+        let Some((log_start, high_watermark)) = topics.bounds(topic, partition) else { continue };
+        let mut start = log_start.max(restriction.offset_start.unwrap_or(i64::MIN));
+        let end = high_watermark.min(restriction.offset_end.unwrap_or(i64::MAX));
+        if let Some(ts) = restriction.timestamp_start {
+            match topics.offset_for_timestamp(topic, partition, ts).map_err(|e| DataFusionError::External(e.into()))? {
+                Some(o) => start = start.max(o),
+                None => start = end,
             }
         }
-        Ok(out)
+        if start < end {
+            out.push(PartitionRange { partition, start, end });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a filter narrows what is read (inexactly: DataFusion applies it to the rows too).
+pub(crate) fn pushdown(filter: &Expr) -> TableProviderFilterPushDown {
+    if Restriction::default().apply(filter) {
+        TableProviderFilterPushDown::Inexact
+    } else {
+        TableProviderFilterPushDown::Unsupported
     }
 }
 
@@ -128,16 +135,7 @@ impl TableProvider for TopicTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if Restriction::default().apply(f) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(filters.iter().map(|f| pushdown(f)).collect())
     }
 
     async fn scan(
@@ -147,22 +145,10 @@ impl TableProvider for TopicTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut restriction = Restriction::default();
-        for f in filters {
-            restriction.apply(f);
-        }
-        let ranges = self.ranges(&restriction)?;
+        let ranges = ranges(self.topics.as_ref(), &self.topic, &Restriction::from_filters(filters))?;
         let columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
-        Ok(Arc::new(TopicScanExec::new(
-            self.topic.clone(),
-            self.topics.clone(),
-            Arc::new(self.schema.project(&columns)?),
-            columns,
-            ranges,
-            lanes,
-            limit,
-        )))
+        Ok(Arc::new(TopicScanExec::new(self.topic.clone(), self.topics.clone(), columns, ranges, lanes, limit, None)?))
     }
 }
 
@@ -178,6 +164,14 @@ pub(crate) struct Restriction {
 }
 
 impl Restriction {
+    pub fn from_filters(filters: &[Expr]) -> Self {
+        let mut r = Restriction::default();
+        for f in filters {
+            r.apply(f);
+        }
+        r
+    }
+
     /// Narrows the restriction by `e`; whether `e` said anything it understood.
     pub fn apply(&mut self, e: &Expr) -> bool {
         match e {
@@ -315,13 +309,18 @@ pub(crate) struct PartitionRange {
 }
 
 /// Reads a topic's partitions: DataFusion partition `i` (a "lane") reads every
-/// `lanes`-th range in turn.
+/// `lanes`-th range in turn. For a source, a decoder turns the raw columns read into the
+/// source's rows.
 #[derive(Debug)]
 pub struct TopicScanExec {
     topic: String,
     topics: Arc<dyn Topics>,
-    schema: SchemaRef,
+    /// The raw columns read (indexes into [`raw_schema`]) and their schema.
     columns: Vec<usize>,
+    raw: SchemaRef,
+    decoder: Option<Arc<SourceDecoder>>,
+    /// What the scan emits.
+    schema: SchemaRef,
     ranges: Vec<PartitionRange>,
     lanes: usize,
     limit: Option<usize>,
@@ -336,32 +335,36 @@ impl fmt::Debug for dyn Topics {
 }
 
 impl TopicScanExec {
-    fn new(
+    pub(crate) fn new(
         topic: String,
         topics: Arc<dyn Topics>,
-        schema: SchemaRef,
         columns: Vec<usize>,
         ranges: Vec<PartitionRange>,
         lanes: usize,
         limit: Option<usize>,
-    ) -> Self {
+        decoder: Option<Arc<SourceDecoder>>,
+    ) -> Result<Self> {
+        let raw = Arc::new(raw_schema().project(&columns)?);
+        let schema = decoder.as_ref().map_or_else(|| raw.clone(), |d| d.output.clone());
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(lanes),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        TopicScanExec {
+        Ok(TopicScanExec {
             topic,
             topics,
-            schema,
             columns,
+            raw,
+            decoder,
+            schema,
             ranges,
             lanes,
             limit,
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
-        }
+        })
     }
 }
 
@@ -372,13 +375,11 @@ impl DisplayAs for TopicScanExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
                 let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
-                write!(
-                    f,
-                    "TopicScan: topic={}, offsets=[{}], projection=[{}]",
-                    self.topic,
-                    ranges.join(", "),
-                    names.join(", ")
-                )?;
+                write!(f, "TopicScan: topic={}, ", self.topic)?;
+                if let Some(d) = &self.decoder {
+                    write!(f, "source={}, ", d.name)?;
+                }
+                write!(f, "offsets=[{}], projection=[{}]", ranges.join(", "), names.join(", "))?;
                 if let Some(limit) = self.limit {
                     write!(f, ", limit={limit}")?;
                 }
@@ -434,7 +435,8 @@ impl ExecutionPlan for TopicScanExec {
         let reader = Reader {
             topic: self.topic.clone(),
             topics: self.topics.clone(),
-            schema: self.schema.clone(),
+            raw: self.raw.clone(),
+            decoder: self.decoder.clone(),
             columns: self.columns.clone(),
             limit: self.limit,
             batches_read,
@@ -452,7 +454,8 @@ impl ExecutionPlan for TopicScanExec {
 struct Reader {
     topic: String,
     topics: Arc<dyn Topics>,
-    schema: SchemaRef,
+    raw: SchemaRef,
+    decoder: Option<Arc<SourceDecoder>>,
     columns: Vec<usize>,
     limit: Option<usize>,
     batches_read: Count,
@@ -489,7 +492,7 @@ impl Reader {
                 }
                 offset = next;
                 while rows.len() >= ROWS_PER_BATCH {
-                    let batch = rows.finish(&self.schema);
+                    let batch = self.finish(&mut rows);
                     total += batch.as_ref().map_or(0, |b| b.num_rows());
                     let failed = batch.is_err();
                     if !emit(batch) || failed || self.limit.is_some_and(|l| total >= l) {
@@ -499,7 +502,16 @@ impl Reader {
             }
         }
         if rows.len() > 0 {
-            emit(rows.finish(&self.schema));
+            emit(self.finish(&mut rows));
+        }
+    }
+
+    /// The rows so far as a batch of what the scan emits.
+    fn finish(&self, rows: &mut Rows) -> Result<RecordBatch> {
+        let raw = rows.finish(&self.raw)?;
+        match &self.decoder {
+            Some(d) => d.decode(&raw),
+            None => Ok(raw),
         }
     }
 }

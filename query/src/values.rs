@@ -50,6 +50,8 @@ pub fn pg_text(array: &ArrayRef, row: usize) -> Option<String> {
     }
     Some(match array.data_type() {
         DataType::Boolean => (if array.as_boolean().value(row) { "t" } else { "f" }).to_string(),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
         DataType::Binary => hex(array.as_binary::<i32>().value(row)),
         DataType::LargeBinary => hex(array.as_binary::<i64>().value(row)),
         DataType::BinaryView => hex(array.as_binary_view().value(row)),
@@ -61,6 +63,27 @@ pub fn pg_text(array: &ArrayRef, row: usize) -> Option<String> {
             }
         }
     })
+}
+
+/// A float as PostgreSQL writes it: the shortest text that reads back the same, without a
+/// trailing `.0`, in exponent form when very small or large; `NaN`, `Infinity`.
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..1e15).contains(&a) {
+        let e = format!("{v:e}");
+        match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
+            _ => e,
+        }
+    } else {
+        format!("{v}")
+    }
 }
 
 /// `\x` and the bytes in hex, as PostgreSQL shows bytea.

@@ -27,6 +27,7 @@ pub fn test_config(dir: &Path) -> Config {
         data_dir: dir.to_path_buf(),
         kafka_listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
+        sql_listen: "127.0.0.1:0".into(),
         ..Default::default()
     }
 }

@@ -7,8 +7,7 @@
 //! latency at a fixed 50k records/s; the latency of a fetch whose data is already there;
 //! the broker's CPU time and peak RSS.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,83 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-struct Broker {
-    child: Child,
-    port: u16,
-    http: u16,
-    dir: PathBuf,
-}
-
-impl Broker {
-    fn start(bin: &Path) -> Result<Broker> {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("quarry-bench-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let port = free_port()?;
-        let http = free_port()?;
-        let child = Command::new(bin)
-            .args(["serve", "--data-dir"])
-            .arg(&dir)
-            .args(["--kafka-listen", &format!("127.0.0.1:{port}"), "--http-listen", &format!("127.0.0.1:{http}")])
-            .env("RUST_LOG", "warn")
-            .stdout(match std::env::var_os("BENCH_BROKER_LOG") {
-                Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
-                None => Stdio::null(),
-            })
-            .spawn()
-            .context("start quarry")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("quarry did not start listening");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Broker { child, port, http, dir })
-    }
-
-    /// The broker's `/metrics` lines whose names contain `filter`.
-    fn metrics(&self, filter: &str) -> Vec<String> {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else { return vec![] };
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.lines().filter(|l| l.contains(filter) && !l.starts_with('#')).map(str::to_string).collect()
-    }
-
-    /// CPU seconds (user + system) and peak RSS in MiB, from /proc.
-    fn usage(&self) -> (f64, f64) {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm_kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        (ticks / 100.0, hwm_kb / 1024.0)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::env::var_os("BENCH_KEEP_DATA").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+use bench::Broker;
 
 fn producer(port: u16, acks: &str) -> Result<BaseProducer> {
     producer_with(port, acks, false)

@@ -33,6 +33,8 @@ pub struct Metadata {
     /// Next idempotent producer id to hand out; ids are handed to nodes in blocks and
     /// never reused.
     pub next_producer_id: i64,
+    /// SQL sources: their definitions (JSON, as the SQL engine writes them) by name.
+    pub sources: BTreeMap<String, String>,
 }
 
 impl Metadata {
@@ -68,6 +70,13 @@ pub enum ControllerCmd {
     AllocateProducerIds {
         count: u32,
     },
+    CreateSource {
+        name: String,
+        definition: String,
+    },
+    DropSource {
+        name: String,
+    },
 }
 
 /// Why the controller refused a command (checked again at apply, deterministically).
@@ -76,6 +85,8 @@ pub enum ControllerRefusal {
     TopicExists,
     UnknownTopic,
     InvalidPartitions,
+    SourceExists,
+    UnknownSource,
 }
 
 impl storage::HasBlobs for ControllerCmd {}
@@ -144,6 +155,16 @@ impl Machine for Controller {
                 let topic = m.topics.get_mut(&name).ok_or(ControllerRefusal::UnknownTopic)?;
                 topic.configs = configs;
                 Ok(ControllerReply::Done)
+            }
+            ControllerCmd::CreateSource { name, definition } => {
+                if m.sources.contains_key(&name) {
+                    return Err(ControllerRefusal::SourceExists);
+                }
+                m.sources.insert(name, definition);
+                Ok(ControllerReply::Done)
+            }
+            ControllerCmd::DropSource { name } => {
+                m.sources.remove(&name).map(|_| ControllerReply::Done).ok_or(ControllerRefusal::UnknownSource)
             }
             ControllerCmd::AllocateProducerIds { count } => {
                 let first = m.next_producer_id;

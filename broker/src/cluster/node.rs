@@ -187,6 +187,11 @@ impl Node {
         self.write_reply(cmd).await.map(|_| ())
     }
 
+    /// Writes a metadata change; what the controller answered, refusals included.
+    pub async fn write_catalog(&self, cmd: ControllerCmd) -> Result<super::controller::ControllerResp, String> {
+        self.controller.client_write(cmd).await.map(|r| r.data).map_err(|e| e.to_string())
+    }
+
     async fn write_reply(&self, cmd: ControllerCmd) -> Result<ControllerReply, AdminError> {
         match self.controller.client_write(cmd).await {
             Ok(r) => r.data.map_err(|refusal| match refusal {
@@ -195,6 +200,8 @@ impl Node {
                 ControllerRefusal::InvalidPartitions => {
                     (ResponseError::InvalidPartitions, "partition count can only grow".into())
                 }
+                ControllerRefusal::SourceExists => (ResponseError::InvalidRequest, "source exists".into()),
+                ControllerRefusal::UnknownSource => (ResponseError::InvalidRequest, "unknown source".into()),
             }),
             Err(e) => Err((raft_write_code(&e), e.to_string())),
         }

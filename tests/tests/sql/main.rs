@@ -1,3 +1,7 @@
-//! SQL over topics through the HTTP endpoint, against a real node.
+//! SQL over topics through the HTTP endpoint and the PostgreSQL protocol, against a
+//! real node.
 
+mod fixtures;
 mod t10_raw_topics;
+mod t20_pg;
+mod t30_slt;
