@@ -16,7 +16,7 @@ struct Pg {
     client: tokio_postgres::Client,
 }
 
-/// An error as the slt files match it: `SQLSTATE: message (at character N)`.
+/// An error as the slt files match it: `SQLSTATE: message (at character N)`, on one line.
 #[derive(Debug)]
 struct PgError(tokio_postgres::Error);
 
@@ -24,7 +24,8 @@ impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_db_error() {
             Some(db) => {
-                write!(f, "{}: {}", db.code().code(), db.message())?;
+                // One line, for the files' regular expressions.
+                write!(f, "{}: {}", db.code().code(), db.message().replace('\n', " "))?;
                 if let Some(tokio_postgres::error::ErrorPosition::Original(p)) = db.position() {
                     write!(f, " (at character {p})")?;
                 }
