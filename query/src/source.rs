@@ -527,6 +527,7 @@ impl TableProvider for SourceTable {
         let columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let decoder = SourceDecoder::new(&self.def, &columns, self.stats.clone())?;
         let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
+        let times = (restriction.timestamp_start, restriction.timestamp_end);
         // Skipping a record changes the row count: a limit is only safe without it.
         let limit = if self.def.on_error == OnError::Skip { None } else { limit };
         Ok(Arc::new(TopicScanExec::new(
@@ -534,6 +535,7 @@ impl TableProvider for SourceTable {
             self.topics.clone(),
             decoder.raw_columns.clone(),
             ranges,
+            times,
             lanes,
             limit,
             Some(Arc::new(decoder)),

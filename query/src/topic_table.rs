@@ -145,10 +145,21 @@ impl TableProvider for TopicTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let ranges = ranges(self.topics.as_ref(), &self.topic, &Restriction::from_filters(filters))?;
+        let restriction = Restriction::from_filters(filters);
+        let ranges = ranges(self.topics.as_ref(), &self.topic, &restriction)?;
         let columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
-        Ok(Arc::new(TopicScanExec::new(self.topic.clone(), self.topics.clone(), columns, ranges, lanes, limit, None)?))
+        let times = (restriction.timestamp_start, restriction.timestamp_end);
+        Ok(Arc::new(TopicScanExec::new(
+            self.topic.clone(),
+            self.topics.clone(),
+            columns,
+            ranges,
+            times,
+            lanes,
+            limit,
+            None,
+        )?))
     }
 }
 
@@ -161,6 +172,8 @@ pub(crate) struct Restriction {
     /// Exclusive.
     pub offset_end: Option<i64>,
     pub timestamp_start: Option<i64>,
+    /// Exclusive.
+    pub timestamp_end: Option<i64>,
 }
 
 impl Restriction {
@@ -246,13 +259,23 @@ impl Restriction {
                 }
                 true
             }
-            "_timestamp" => match (op, timestamp_ms_of(value)) {
-                (Operator::Gt | Operator::GtEq | Operator::Eq, Some(v)) => {
-                    self.timestamp_start = Some(self.timestamp_start.map_or(v, |o| o.max(v)));
-                    true
+            // Bounds in whole milliseconds, rounded outwards: never narrower than the filter.
+            "_timestamp" => {
+                let Some(v) = timestamp_ms_of(value) else { return false };
+                let (start, end) = match op {
+                    Operator::Gt | Operator::GtEq => (Some(v), None),
+                    Operator::Lt | Operator::LtEq => (None, Some(v.saturating_add(1))),
+                    Operator::Eq => (Some(v), Some(v.saturating_add(1))),
+                    _ => return false,
+                };
+                if let Some(s) = start {
+                    self.timestamp_start = Some(self.timestamp_start.map_or(s, |o| o.max(s)));
                 }
-                _ => false,
-            },
+                if let Some(e) = end {
+                    self.timestamp_end = Some(self.timestamp_end.map_or(e, |o| o.min(e)));
+                }
+                true
+            }
             _ => false,
         }
     }
@@ -322,6 +345,9 @@ pub struct TopicScanExec {
     /// What the scan emits.
     schema: SchemaRef,
     ranges: Vec<PartitionRange>,
+    /// Records outside `[start, end)` (ms) are left out before anything else is done
+    /// with them: the filters that say so are applied again above the scan.
+    times: (Option<i64>, Option<i64>),
     lanes: usize,
     limit: Option<usize>,
     metrics: ExecutionPlanMetricsSet,
@@ -340,6 +366,7 @@ impl TopicScanExec {
         topics: Arc<dyn Topics>,
         columns: Vec<usize>,
         ranges: Vec<PartitionRange>,
+        times: (Option<i64>, Option<i64>),
         lanes: usize,
         limit: Option<usize>,
         decoder: Option<Arc<SourceDecoder>>,
@@ -360,6 +387,7 @@ impl TopicScanExec {
             decoder,
             schema,
             ranges,
+            times,
             lanes,
             limit,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -379,7 +407,12 @@ impl DisplayAs for TopicScanExec {
                 if let Some(d) = &self.decoder {
                     write!(f, "source={}, ", d.name)?;
                 }
-                write!(f, "offsets=[{}], projection=[{}]", ranges.join(", "), names.join(", "))?;
+                write!(f, "offsets=[{}], ", ranges.join(", "))?;
+                if self.times != (None, None) {
+                    let bound = |b: Option<i64>| b.map_or(String::new(), |b| b.to_string());
+                    write!(f, "timestamps=[{}..{}), ", bound(self.times.0), bound(self.times.1))?;
+                }
+                write!(f, "projection=[{}]", names.join(", "))?;
                 if let Some(limit) = self.limit {
                     write!(f, ", limit={limit}")?;
                 }
@@ -438,6 +471,7 @@ impl ExecutionPlan for TopicScanExec {
             raw: self.raw.clone(),
             decoder: self.decoder.clone(),
             columns: self.columns.clone(),
+            times: self.times,
             limit: self.limit,
             batches_read,
             bytes_read,
@@ -457,6 +491,7 @@ struct Reader {
     raw: SchemaRef,
     decoder: Option<Arc<SourceDecoder>>,
     columns: Vec<usize>,
+    times: (Option<i64>, Option<i64>),
     limit: Option<usize>,
     batches_read: Count,
     bytes_read: Count,
@@ -486,7 +521,7 @@ impl Reader {
                     break;
                 }
                 self.bytes_read.add(bytes.len());
-                let next = decode_into(&bytes, range, offset, &mut rows, &self.batches_read);
+                let next = decode_into(&bytes, range, offset, self.times, &mut rows, &self.batches_read);
                 if next <= offset {
                     break;
                 }
@@ -516,9 +551,17 @@ impl Reader {
     }
 }
 
-/// Decodes the stored batches in `bytes` into `rows`, keeping records in `[from, range.end)`;
-/// returns the offset after the last batch seen.
-fn decode_into(bytes: &Bytes, range: &PartitionRange, from: i64, rows: &mut Rows, batches_read: &Count) -> i64 {
+/// Decodes the stored batches in `bytes` into `rows`, keeping records in `[from, range.end)`
+/// with timestamps in `times`; returns the offset after the last batch seen.
+fn decode_into(
+    bytes: &Bytes,
+    range: &PartitionRange,
+    from: i64,
+    times: (Option<i64>, Option<i64>),
+    rows: &mut Rows,
+    batches_read: &Count,
+) -> i64 {
+    let (ts_start, ts_end) = (times.0.unwrap_or(i64::MIN), times.1.unwrap_or(i64::MAX));
     let mut pos = 0;
     let mut next = from;
     while pos < bytes.len() {
@@ -531,7 +574,8 @@ fn decode_into(bytes: &Bytes, range: &PartitionRange, from: i64, rows: &mut Rows
         pos += size;
         next = header.last_offset() + 1;
         batches_read.add(1);
-        if header.is_control() {
+        // A batch whose newest record is older than the range has nothing for it.
+        if header.is_control() || header.max_timestamp < ts_start {
             continue;
         }
         let mut buf = batch;
@@ -548,6 +592,9 @@ fn decode_into(bytes: &Bytes, range: &PartitionRange, from: i64, rows: &mut Rows
                 continue;
             }
             let timestamp = if log_append { header.max_timestamp } else { r.timestamp };
+            if timestamp < ts_start || timestamp >= ts_end {
+                continue;
+            }
             rows.push(range.partition, r.offset, timestamp, r.key, r.value, &r.headers);
         }
         if next >= range.end {
@@ -677,6 +724,8 @@ mod tests {
         let ts = ScalarValue::TimestampMicrosecond(Some(5_000_999), None);
         assert!(r.apply(&col("_timestamp").gt_eq(lit(ts))));
         assert_eq!((r.offset_start, r.offset_end, r.timestamp_start), (Some(10), Some(20), Some(5000)));
+        assert!(r.apply(&col("_timestamp").lt(lit(ScalarValue::TimestampMillisecond(Some(9000), None)))));
+        assert_eq!(r.timestamp_end, Some(9001));
         assert_eq!(r.partitions, Some(BTreeSet::from([1, 3])));
         // Conjunctions are taken apart; a second partition filter intersects.
         assert!(r.apply(&col("_partition").eq(lit(3)).and(col("_offset").lt_eq(lit(14i64)))));
@@ -687,7 +736,7 @@ mod tests {
             col("_value").is_null(),
             col("_offset").not_eq(lit(3i64)),
             col("_offset").lt(lit(3i64)).or(col("_offset").gt(lit(9i64))),
-            col("_timestamp").lt(lit(ScalarValue::TimestampMillisecond(Some(1), None))),
+            col("_timestamp").not_eq(lit(ScalarValue::TimestampMillisecond(Some(1), None))),
             col("_key").eq(lit("k")),
         ] {
             assert!(!Restriction::default().apply(&e), "{e}");

@@ -157,7 +157,8 @@ fn main() -> Result<()> {
 
     // The two agree on what they computed.
     let total = |body: &str| -> i64 {
-        body.split("],[").filter_map(|row| row.split(',').nth(1)).filter_map(|n| n.trim().parse::<i64>().ok()).sum()
+        let rows = body.split_once("\"rows\":[[").map_or("", |(_, r)| r);
+        rows.split("],[").filter_map(|row| row.split(',').nth(1)).filter_map(|n| n.trim().parse::<i64>().ok()).sum()
     };
     println!("{:<34} {:>12} {:>12} {:>14}", "query", "quarry", "duckdb", "quarry/duckdb");
     let rate = |d: Duration| count as f64 / d.as_secs_f64();
