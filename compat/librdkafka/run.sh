@@ -265,7 +265,8 @@ start_node() {
     hport="$(free_port)"
     while [ "$hport" = "$kport" ]; do hport="$(free_port)"; done
     "$quarry" serve --config "$dir/quarry.toml" --data-dir "$dir/data" \
-        --kafka-listen "127.0.0.1:$kport" --http-listen "127.0.0.1:$hport" >"$dir/quarry.log" 2>&1 &
+        --kafka-listen "127.0.0.1:$kport" --http-listen "127.0.0.1:$hport" --sql-listen 127.0.0.1:0 \
+        >"$dir/quarry.log" 2>&1 &
     node_pid[$scenario]=$!
     node_addr[$scenario]="127.0.0.1:$kport"
     local deadline=$((SECONDS + 30))

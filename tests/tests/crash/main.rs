@@ -28,6 +28,8 @@ async fn spawn_node(dir: &std::path::Path) -> Process {
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--kafka-listen", &format!("127.0.0.1:{port}"), "--http-listen", &format!("127.0.0.1:{}", free_port())])
+        // Nodes run side by side: the SQL listener takes any free port.
+        .args(["--sql-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
