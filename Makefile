@@ -38,7 +38,7 @@ bench: build
 
 # SQL over a 1M-record JSON topic, beside DuckDB on the same records (from PyPI).
 bench-sql: build
-	@[ -x bench/.venv/bin/python ] || python3 -m venv bench/.venv
+	@[ -x bench/.venv/bin/pip ] || python3 -m venv --clear bench/.venv
 	@bench/.venv/bin/python -c 'import duckdb' 2>/dev/null || bench/.venv/bin/pip install -q -r bench/requirements.txt
 	cd bench && $(CARGO) run --release --bin sql
 

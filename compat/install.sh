@@ -37,7 +37,8 @@ if [ -x "$venv/bin/python" ] && cmp -s "$here/requirements.txt" "$stamp"; then
     log "python venv up to date ($venv)"
 else
     log "installing python clients into $venv"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    # A venv left half made (no pip) by an interrupted run is made again.
+    [ -x "$venv/bin/pip" ] || python3 -m venv --clear "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
     "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard, psycopg'
     cp "$here/requirements.txt" "$stamp"
