@@ -34,7 +34,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{self, SqlError};
-use crate::topic_table::{self, raw_schema, Restriction, TopicScanExec};
+use crate::topic_table::{self, raw_schema};
 use crate::topics::Topics;
 
 /// Arrow's canonical extension name for JSON text, on the fields of JSON columns.
@@ -522,24 +522,12 @@ impl TableProvider for SourceTable {
                 self.def.topic, self.def.name
             )));
         }
-        let restriction = Restriction::from_filters(filters);
-        let ranges = topic_table::ranges(self.topics.as_ref(), &self.def.topic, &restriction)?;
         let columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let decoder = SourceDecoder::new(&self.def, &columns, self.stats.clone())?;
-        let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
-        let times = (restriction.timestamp_start, restriction.timestamp_end);
         // Skipping a record changes the row count: a limit is only safe without it.
         let limit = if self.def.on_error == OnError::Skip { None } else { limit };
-        Ok(Arc::new(TopicScanExec::new(
-            self.def.topic.clone(),
-            self.topics.clone(),
-            decoder.raw_columns.clone(),
-            ranges,
-            times,
-            lanes,
-            limit,
-            Some(Arc::new(decoder)),
-        )?))
+        let raw = decoder.raw_columns.clone();
+        topic_table::scan(state, &self.def.topic, &self.topics, filters, raw, limit, Some(Arc::new(decoder)))
     }
 }
 

@@ -115,6 +115,25 @@ pub(crate) fn ranges(topics: &dyn Topics, topic: &str, restriction: &Restriction
     Ok(out)
 }
 
+/// The scan of `topic` under the pushed `filters`: the raw `columns` it reads, and for a
+/// source the decoder that turns them into the source's rows.
+pub(crate) fn scan(
+    state: &dyn Session,
+    topic: &str,
+    topics: &Arc<dyn Topics>,
+    filters: &[Expr],
+    columns: Vec<usize>,
+    limit: Option<usize>,
+    decoder: Option<Arc<SourceDecoder>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let restriction = Restriction::from_filters(filters);
+    let ranges = ranges(topics.as_ref(), topic, &restriction)?;
+    let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
+    let times = (restriction.timestamp_start, restriction.timestamp_end);
+    let exec = TopicScanExec::new(topic.to_string(), topics.clone(), columns, ranges, times, lanes, limit, decoder)?;
+    Ok(Arc::new(exec))
+}
+
 /// Whether a filter narrows what is read (inexactly: DataFusion applies it to the rows too).
 pub(crate) fn pushdown(filter: &Expr) -> TableProviderFilterPushDown {
     if Restriction::default().apply(filter) {
@@ -145,21 +164,8 @@ impl TableProvider for TopicTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let restriction = Restriction::from_filters(filters);
-        let ranges = ranges(self.topics.as_ref(), &self.topic, &restriction)?;
         let columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        let lanes = state.config().target_partitions().max(1).min(ranges.len().max(1));
-        let times = (restriction.timestamp_start, restriction.timestamp_end);
-        Ok(Arc::new(TopicScanExec::new(
-            self.topic.clone(),
-            self.topics.clone(),
-            columns,
-            ranges,
-            times,
-            lanes,
-            limit,
-            None,
-        )?))
+        scan(state, &self.topic, &self.topics, filters, columns, limit, None)
     }
 }
 
@@ -361,7 +367,7 @@ impl fmt::Debug for dyn Topics {
 }
 
 impl TopicScanExec {
-    pub(crate) fn new(
+    fn new(
         topic: String,
         topics: Arc<dyn Topics>,
         columns: Vec<usize>,
