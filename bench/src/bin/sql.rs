@@ -4,7 +4,8 @@
 //! of the time range.
 //!
 //! `make bench-sql` (DuckDB comes from PyPI into `bench/.venv`). BENCH_SQL_RECORDS sets
-//! the record count, BENCH_REPEAT the runs per query (median shown, default 3).
+//! the record count, BENCH_REPEAT the runs per query (median shown, default 3),
+//! BENCH_SQL_EXPLAIN=1 prints the aggregate's EXPLAIN ANALYZE.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -122,6 +123,13 @@ fn main() -> Result<()> {
         Ok((median(runs), out))
     };
     let (q_agg, agg_rows) = time(&aggregate.replace("{t}", "trades_v"))?;
+    // BENCH_SQL_EXPLAIN=1: where the aggregate's time goes, operator by operator.
+    if std::env::var_os("BENCH_SQL_EXPLAIN").is_some() {
+        let plan = sql(broker.http, &format!("EXPLAIN ANALYZE {}", aggregate.replace("{t}", "trades_v")))?;
+        for line in plan.split("\\n") {
+            eprintln!("{line}");
+        }
+    }
     let (q_raw, _) = time("SELECT count(*) FROM trades")?;
     let (q_range, range_rows) = time(&quarry_range.replace("{t}", "trades_v"))?;
     let (q_explain, explain) = time(&format!("EXPLAIN ANALYZE {}", quarry_range.replace("{t}", "trades_v")))?;
