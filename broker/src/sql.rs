@@ -98,7 +98,8 @@ fn error_json(e: &SqlError) -> String {
 /// `POST /sql` with `{"sql": "..."}`: runs the statements; answers with the last one's
 /// `{"columns": [{"name", "type"}], "rows": [[...], ...]}` (rows streamed as they are
 /// produced) or `{"command": "..."}`; an error is `{"error": {"code", "message",
-/// "position"}}` with status 400, or, once rows were sent, an `"error"` after them.
+/// "position"}}` with status 400, or, once rows were sent, the rows so far and then
+/// `"error": {...}` in place of the rest.
 pub async fn handle(State(engine): State<Arc<Engine>>, Json(req): Json<SqlRequest>) -> Response {
     metrics::counter!("quarry_sql_statements_total", "endpoint" => "http").increment(1);
     let outputs = match engine.execute(&req.sql).await {
@@ -138,36 +139,48 @@ pub async fn handle(State(engine): State<Arc<Engine>>, Json(req): Json<SqlReques
                 .collect();
             let head = format!("{{\"columns\":[{}],\"rows\":[", columns.join(","));
             let mut first = true;
-            let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) })
-                .chain(stream.map(move |batch| {
-                    let chunk = match batch {
-                        Ok(batch) => {
-                            let arrays: &[ArrayRef] = batch.columns();
-                            let mut out = String::new();
-                            for row in 0..batch.num_rows() {
-                                if !first {
+            // After an error the rows end with it: `"rows": [...], "error": {...}}`.
+            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let failed_at_end = failed.clone();
+            let rows = stream.scan((), move |_, batch| {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return futures::future::ready(None);
+                }
+                let chunk = match batch {
+                    Ok(batch) => {
+                        let arrays: &[ArrayRef] = batch.columns();
+                        let mut out = String::new();
+                        for row in 0..batch.num_rows() {
+                            if !first {
+                                out.push(',');
+                            }
+                            first = false;
+                            out.push('[');
+                            for (i, a) in arrays.iter().enumerate() {
+                                if i > 0 {
                                     out.push(',');
                                 }
-                                first = false;
-                                out.push('[');
-                                for (i, a) in arrays.iter().enumerate() {
-                                    if i > 0 {
-                                        out.push(',');
-                                    }
-                                    query::values::push_json(&mut out, a, row);
-                                }
-                                out.push(']');
+                                query::values::push_json(&mut out, a, row);
                             }
-                            out
+                            out.push(']');
                         }
-                        Err(e) => {
-                            let e = SqlError::from_datafusion(e, "");
-                            format!("],\"error\":{}, \"rows_end\":[", error_json(&e))
-                        }
-                    };
-                    Ok(Bytes::from(chunk))
-                }))
-                .chain(futures::stream::once(async { Ok(Bytes::from_static(b"]}\n")) }));
+                        out
+                    }
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let e = SqlError::from_datafusion(e, "");
+                        metrics::counter!("quarry_sql_errors_total", "code" => e.code).increment(1);
+                        format!("],\"error\":{}}}\n", error_json(&e))
+                    }
+                };
+                futures::future::ready(Some(Ok::<_, std::io::Error>(Bytes::from(chunk))))
+            });
+            let end = futures::stream::once(async move {
+                let end = if failed_at_end.load(std::sync::atomic::Ordering::Relaxed) { "" } else { "]}\n" };
+                Ok(Bytes::from_static(end.as_bytes()))
+            });
+            let body =
+                futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(rows).chain(end);
             Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")

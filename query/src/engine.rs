@@ -26,7 +26,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{self, SqlError};
 use crate::source::{self, Origin, SourceDef, SourceStats, SourceTable};
-use crate::topic_table::{raw_schema, TopicTable};
+use crate::topic_table::{raw_schema, TopicTable, OFFSET, PARTITION, TIMESTAMP};
 use crate::topics::{CatalogError, Topics};
 use crate::values::pg_type_name;
 
@@ -46,6 +46,8 @@ pub enum Output {
 pub struct Prepared {
     kind: Kind,
     schema: SchemaRef,
+    /// The types of `$1`, `$2`, ... (none for our own statements).
+    params: Vec<Option<DataType>>,
 }
 
 #[derive(Clone, Debug)]
@@ -93,24 +95,8 @@ impl Prepared {
     }
 
     /// The types of `$1`, `$2`, ... as far as the statement tells them.
-    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>, SqlError> {
-        let Kind::Query(plan) = &self.kind else { return Ok(Vec::new()) };
-        let types = plan.get_parameter_types().map_err(|e| SqlError::from_datafusion(e, ""))?;
-        let mut numbered: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
-        for (id, t) in types {
-            let n = id.trim_start_matches('$').parse::<usize>().map_err(|_| {
-                SqlError::new(error::SYNTAX_ERROR, format!("parameter {id} is not of the form $1, $2, ..."), None)
-            })?;
-            numbered.push((n, t));
-        }
-        let count = numbered.iter().map(|(n, _)| *n).max().unwrap_or(0);
-        let mut out = vec![None; count];
-        for (n, t) in numbered {
-            if n >= 1 {
-                out[n - 1] = t;
-            }
-        }
-        Ok(out)
+    pub fn parameter_types(&self) -> &[Option<DataType>] {
+        &self.params
     }
 }
 
@@ -180,7 +166,7 @@ impl Engine {
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, sql);
         match &prepared.kind {
             Kind::Query(plan) => {
-                let expected = prepared.parameter_types()?.len();
+                let expected = prepared.params.len();
                 if params.len() != expected {
                     return Err(SqlError::new(
                         error::PROTOCOL_VIOLATION,
@@ -271,7 +257,9 @@ impl Engine {
     /// Plans a parsed statement (`sql` is the text it came from, for error positions).
     pub async fn plan(&self, statement: Parsed, sql: &str) -> Result<Prepared, SqlError> {
         let statement = match statement {
-            Parsed(Parse::Ours(kind)) => return Ok(Prepared { kind, schema: Arc::new(Schema::empty()) }),
+            Parsed(Parse::Ours(kind)) => {
+                return Ok(Prepared { kind, schema: Arc::new(Schema::empty()), params: Vec::new() })
+            }
             Parsed(Parse::DataFusion(s)) => *s,
         };
         if let DfStatement::Statement(s) = &statement {
@@ -282,7 +270,7 @@ impl Engine {
                     Kind::Describe(_) => describe_schema(),
                     _ => Arc::new(Schema::empty()),
                 };
-                return Ok(Prepared { kind, schema });
+                return Ok(Prepared { kind, schema, params: Vec::new() });
             }
         }
         let state = self.ctx.state();
@@ -304,7 +292,8 @@ impl Engine {
             return Err(SqlError::new(error::FEATURE_NOT_SUPPORTED, message, Some(1)));
         }
         let schema = Arc::new(plan.schema().as_arrow().clone());
-        Ok(Prepared { kind: Kind::Query(Box::new(plan)), schema })
+        let params = parameter_types(&plan)?;
+        Ok(Prepared { kind: Kind::Query(Box::new(plan)), schema, params })
     }
 
     async fn rows(&self, prepared: &Prepared, columns: Vec<ArrayRef>) -> Result<Output, SqlError> {
@@ -359,7 +348,7 @@ impl Engine {
             for c in &def.columns {
                 cols.0.push(c.name.clone());
                 cols.1.push(c.sql_type.sql_name());
-                cols.2.push(!matches!(c.origin, Origin::Record(0..=2)));
+                cols.2.push(!matches!(c.origin, Origin::Record(PARTITION | OFFSET | TIMESTAMP)));
                 cols.3.push(match c.origin {
                     Origin::Key => "key",
                     Origin::Value => "value",
@@ -414,6 +403,26 @@ impl Engine {
             Err(e) => Err(catalog_error(e)),
         }
     }
+}
+
+/// The types of a plan's `$1`, `$2`, ... in order, as far as the plan tells them.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SqlError> {
+    let types = plan.get_parameter_types().map_err(|e| SqlError::from_datafusion(e, ""))?;
+    let mut numbered: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+    for (id, t) in types {
+        let n = id.trim_start_matches('$').parse::<usize>().map_err(|_| {
+            SqlError::new(error::SYNTAX_ERROR, format!("parameter {id} is not of the form $1, $2, ..."), None)
+        })?;
+        numbered.push((n, t));
+    }
+    let count = numbered.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let mut out = vec![None; count];
+    for (n, t) in numbered {
+        if n >= 1 {
+            out[n - 1] = t;
+        }
+    }
+    Ok(out)
 }
 
 fn catalog_error(e: CatalogError) -> SqlError {

@@ -282,6 +282,11 @@ fn pg_type(f: &Field) -> (Type, i16) {
     }
 }
 
+/// The PostgreSQL type of a value of `t` (a parameter's).
+fn pg_type_of(t: &DataType) -> Type {
+    pg_type(&Field::new("", t.clone(), true)).0
+}
+
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days between the Unix epoch and PostgreSQL's.
@@ -397,11 +402,7 @@ impl QueryParser for Parser {
     }
 
     fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
-        let types = stmt.prepared.parameter_types().map_err(user_error)?;
-        Ok(types
-            .iter()
-            .map(|t| t.as_ref().map_or(Type::UNKNOWN, |t| pg_type(&Field::new("", t.clone(), true)).0))
-            .collect())
+        Ok(stmt.prepared.parameter_types().iter().map(|t| t.as_ref().map_or(Type::UNKNOWN, pg_type_of)).collect())
     }
 
     fn get_result_schema(&self, stmt: &Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
@@ -425,7 +426,7 @@ impl ExtendedQueryHandler for Backend {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let statement = &portal.statement.statement;
-        let types = statement.prepared.parameter_types().map_err(user_error)?;
+        let types = statement.prepared.parameter_types();
         let mut params = Vec::with_capacity(portal.parameters.len());
         for (i, value) in portal.parameters.iter().enumerate() {
             let target = types.get(i).cloned().flatten();
@@ -469,11 +470,7 @@ fn parameter(
     let Some(bytes) = bytes else {
         return Ok(target.and_then(|t| ScalarValue::try_from(t).ok()).unwrap_or(ScalarValue::Null));
     };
-    let wire = wire
-        .filter(|t| **t != Type::UNKNOWN)
-        .cloned()
-        .or_else(|| target.map(|t| pg_type(&Field::new("", t.clone(), true)).0))
-        .unwrap_or(Type::TEXT);
+    let wire = wire.filter(|t| **t != Type::UNKNOWN).cloned().or_else(|| target.map(pg_type_of)).unwrap_or(Type::TEXT);
     let bad = |what: &str| {
         SqlError::new(
             error::INVALID_BINARY,

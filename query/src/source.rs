@@ -34,7 +34,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{self, SqlError};
-use crate::topic_table::{self, raw_schema};
+use crate::topic_table::{self, raw_schema, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE};
 use crate::topics::Topics;
 
 /// Arrow's canonical extension name for JSON text, on the fields of JSON columns.
@@ -82,7 +82,7 @@ impl SqlType {
             SqlType::Date => DataType::Date32,
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, None),
             SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
-            SqlType::Headers => raw_schema().field(5).data_type().clone(),
+            SqlType::Headers => raw_schema().field(HEADERS).data_type().clone(),
         }
     }
 
@@ -295,13 +295,13 @@ pub(crate) fn parse_create(p: &mut Parser, sql: &str) -> Result<(SourceDef, bool
         let (origin, sql_type) = match raw.index_of(&col) {
             Ok(index) => {
                 let expected = match index {
-                    0 => SqlType::Int,
-                    1 => SqlType::BigInt,
-                    2 => SqlType::Timestamp,
-                    3 | 4 => SqlType::Bytea,
+                    PARTITION => SqlType::Int,
+                    OFFSET => SqlType::BigInt,
+                    TIMESTAMP => SqlType::Timestamp,
+                    KEY | VALUE => SqlType::Bytea,
                     _ => SqlType::Headers,
                 };
-                if index != 5 && SqlType::from_sql(&sql_type) != Some(expected) {
+                if index != HEADERS && SqlType::from_sql(&sql_type) != Some(expected) {
                     return Err(SqlError::new(
                         error::DATATYPE_MISMATCH,
                         format!("column \"{col}\" is the record's own and has type {}", expected.sql_name()),
@@ -599,13 +599,13 @@ impl SourceDecoder {
         let value = if value_cols.is_empty() {
             None
         } else {
-            raw_index(4);
+            raw_index(VALUE);
             Some(JsonFields::new(&value_cols)?)
         };
         let key = if key_cols.is_empty() {
             None
         } else {
-            raw_index(3);
+            raw_index(KEY);
             Some(match def.key_format {
                 Some(KeyFormat::Json) => KeyDecoder::Json(JsonFields::new(&key_cols)?),
                 _ => KeyDecoder::Text(key_cols[0].sql_type.arrow()),
@@ -621,14 +621,14 @@ impl SourceDecoder {
         let mut bad = vec![false; rows];
         let value_arrays = match &self.value {
             Some(v) => {
-                let i = self.raw_columns.iter().position(|r| *r == 4).unwrap_or(0);
+                let i = self.raw_columns.iter().position(|r| *r == VALUE).unwrap_or(0);
                 v.decode(raw.column(i).as_binary::<i32>(), &mut bad)?
             }
             None => Vec::new(),
         };
         let key_arrays = match &self.key {
             Some(k) => {
-                let keys = raw.column(self.raw_columns.iter().position(|r| *r == 3).unwrap_or(0)).as_binary::<i32>();
+                let keys = raw.column(self.raw_columns.iter().position(|r| *r == KEY).unwrap_or(0)).as_binary::<i32>();
                 match k {
                     KeyDecoder::Json(f) => f.decode(keys, &mut bad)?,
                     KeyDecoder::Text(t) => vec![key_text(keys, t, &mut bad)?],

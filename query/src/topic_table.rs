@@ -44,12 +44,12 @@ const ROWS_PER_BATCH: usize = 8192;
 /// Bytes of stored batches read at a time.
 const READ_BYTES: usize = 4 << 20;
 
-const PARTITION: usize = 0;
-const OFFSET: usize = 1;
-const TIMESTAMP: usize = 2;
-const KEY: usize = 3;
-const VALUE: usize = 4;
-const HEADERS: usize = 5;
+pub(crate) const PARTITION: usize = 0;
+pub(crate) const OFFSET: usize = 1;
+pub(crate) const TIMESTAMP: usize = 2;
+pub(crate) const KEY: usize = 3;
+pub(crate) const VALUE: usize = 4;
+pub(crate) const HEADERS: usize = 5;
 
 fn header_fields() -> Fields {
     Fields::from(vec![Field::new("key", DataType::Utf8, true), Field::new("value", DataType::Binary, true)])

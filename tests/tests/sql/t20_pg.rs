@@ -52,7 +52,7 @@ async fn prepared_statements_parameters_types_and_errors() {
     assert_eq!(r.columns()[5].type_(), &Type::NUMERIC);
     assert_eq!((r.get::<_, i64>(0), r.get::<_, String>(1), r.get::<_, String>(2)), (1, "c1".into(), "12.50".into()));
     assert_eq!(r.get::<_, Option<bool>>(3), Some(true));
-    // JSON arrives as its text (tokio-postgres reads json as a string only with serde; take the raw bytes).
+    // A record without the field: NULL.
     let rows = pg.query("SELECT paid, amount FROM o WHERE id = 7", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, Option<bool>>(0), None);
 
