@@ -5,6 +5,7 @@
 //! (base offset, batch length, partition leader epoch). Records inside are decoded only
 //! where a feature needs them (record timestamps of uncompressed batches).
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Size of the v2 batch header, up to and including the record count.
@@ -30,6 +31,8 @@ pub enum BatchError {
     Count { count: i32, last_offset_delta: i32 },
     #[error("record batch length {0} is invalid")]
     Length(i32),
+    #[error("records of the batch do not decode: {0}")]
+    Records(String),
 }
 
 /// Compression codec of a batch, from its attributes.
@@ -197,38 +200,139 @@ pub fn set_log_append_time(head: &mut [u8], records: &[u8], timestamp: i64) {
 }
 
 /// Offset delta and timestamp of each record of a batch; `None` when its records do not
-/// parse. An uncompressed batch is read in place; a compressed one is decompressed (only
-/// ListOffsets by time needs this).
+/// parse (compressed batches are decompressed: only ListOffsets by time needs this).
 pub fn record_timestamps(header: &BatchHeader, batch: &[u8]) -> Option<Vec<(i32, i64)>> {
-    if header.compression() != Compression::None {
-        let mut buf = bytes::Bytes::copy_from_slice(batch);
-        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
-        return set
-            .records
-            .iter()
-            .map(|r| Some((i32::try_from(r.offset - header.base_offset).ok()?, r.timestamp)))
-            .collect();
-    }
+    let data = record_data(header, batch).ok()?;
     let mut out = Vec::with_capacity(header.records_count.clamp(0, 1 << 16) as usize);
-    let mut buf = batch.get(HEADER_SIZE..)?;
-    for _ in 0..header.records_count {
-        let length = read_varint(&mut buf)?;
-        let record = buf.get(..usize::try_from(length).ok()?)?;
-        buf = &buf[record.len()..];
-        let mut r = record.get(1..)?; // attributes
-        let timestamp_delta = read_varint(&mut r)?;
-        let offset_delta = read_varint(&mut r)?;
-        out.push((i32::try_from(offset_delta).ok()?, header.base_timestamp.wrapping_add(timestamp_delta)));
+    for r in Records::new(header, &data) {
+        let r = r.ok()?;
+        out.push((r.offset_delta, header.base_timestamp.wrapping_add(r.timestamp_delta)));
     }
     Some(out)
 }
 
 /// The indexes (within the batch) of its records with a null key, decompressing if
 /// needed; `None` if its records do not decode.
-pub fn keyless_records(batch: &bytes::Bytes) -> Option<Vec<i32>> {
-    let mut buf = batch.clone();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
-    Some(set.records.iter().enumerate().filter(|(_, r)| r.key.is_none()).map(|(i, _)| i as i32).collect())
+pub fn keyless_records(batch: &[u8]) -> Option<Vec<i32>> {
+    let header = BatchHeader::parse(batch).ok()?;
+    let data = record_data(&header, batch).ok()?;
+    let mut out = Vec::new();
+    for (i, r) in Records::new(&header, &data).enumerate() {
+        if r.ok()?.key.is_none() {
+            out.push(i as i32);
+        }
+    }
+    Some(out)
+}
+
+/// The records of a batch as stored after its header: borrowed when the batch is not
+/// compressed, decompressed otherwise.
+pub fn record_data<'a>(header: &BatchHeader, batch: &'a [u8]) -> Result<Cow<'a, [u8]>, BatchError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let records = batch.get(HEADER_SIZE..header.size().min(batch.len())).ok_or(BatchError::Truncated {
+        needed: HEADER_SIZE,
+        available: batch.len(),
+    })?;
+    fn out(r: anyhow::Result<Vec<u8>>) -> Result<Cow<'static, [u8]>, BatchError> {
+        r.map(Cow::Owned).map_err(|e| BatchError::Records(format!("{e:#}")))
+    }
+    let mut buf = bytes::Bytes::copy_from_slice(records);
+    // The decompressed bytes are taken as they are (no copy when the buffer is unique).
+    let take = |b: &mut bytes::Bytes| Ok(Vec::from(std::mem::take(b)));
+    match header.compression() {
+        Compression::None => Ok(Cow::Borrowed(records)),
+        Compression::Gzip => out(Gzip::decompress(&mut buf, take)),
+        Compression::Snappy => out(Snappy::decompress(&mut buf, take)),
+        Compression::Lz4 => out(Lz4::decompress(&mut buf, take)),
+        Compression::Zstd => out(Zstd::decompress(&mut buf, take)),
+        Compression::Unknown(c) => Err(BatchError::Records(format!("unknown compression codec {c}"))),
+    }
+}
+
+/// One record of a batch, borrowed from the batch's record data.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    header_count: usize,
+    headers: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record's headers in order: key, and value (`None` for a null value).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let mut buf = self.headers;
+        (0..self.header_count).map_while(move |_| {
+            let key = read_bytes(&mut buf)?;
+            let value = read_bytes(&mut buf);
+            Some((key?, value?))
+        })
+    }
+}
+
+/// The records of a batch's record data ([`record_data`]), read in place.
+pub struct Records<'a> {
+    buf: &'a [u8],
+    left: i32,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(header: &BatchHeader, data: &'a [u8]) -> Self {
+        Records { buf: data, left: header.records_count.max(0) }
+    }
+
+    fn next_record(&mut self) -> Option<RecordRef<'a>> {
+        let length = usize::try_from(read_varint(&mut self.buf)?).ok()?;
+        let mut r = self.buf.get(..length)?;
+        self.buf = &self.buf[length..];
+        r = r.get(1..)?; // attributes
+        let timestamp_delta = read_varint(&mut r)?;
+        let offset_delta = i32::try_from(read_varint(&mut r)?).ok()?;
+        let key = read_bytes(&mut r)?;
+        let value = read_bytes(&mut r)?;
+        let header_count = usize::try_from(read_varint(&mut r)?).ok()?;
+        if header_count > r.len() {
+            return None;
+        }
+        let record = RecordRef { offset_delta, timestamp_delta, key, value, header_count, headers: r };
+        // Every header must be whole: a record's fields are checked once, here.
+        if record.headers().count() != header_count {
+            return None;
+        }
+        Some(record)
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordRef<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left <= 0 {
+            return None;
+        }
+        self.left -= 1;
+        match self.next_record() {
+            Some(r) => Some(Ok(r)),
+            None => {
+                self.left = 0;
+                Some(Err(BatchError::Records("a record is truncated or malformed".into())))
+            }
+        }
+    }
+}
+
+/// Reads a length-prefixed byte string (length -1 is null): `None` if malformed,
+/// `Some(None)` for null.
+fn read_bytes<'a>(buf: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let len = read_varint(buf)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let b = buf.get(..usize::try_from(len).ok()?)?;
+    *buf = &buf[b.len()..];
+    Some(Some(b))
 }
 
 /// Reads a zig-zag varint (up to 64 bits).

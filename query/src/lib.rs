@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod error;
+mod json;
 pub mod pg;
 pub mod source;
 pub mod topic_table;

@@ -16,13 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, RecordBatch, StringArray, StringBuilder,
-};
-use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::json::ReaderBuilder;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
@@ -34,6 +29,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{self, SqlError};
+use crate::json::{FieldRows, JsonFields};
 use crate::topic_table::{self, raw_schema, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE};
 use crate::topics::Topics;
 
@@ -93,11 +89,6 @@ impl SqlType {
         } else {
             f
         }
-    }
-
-    /// Decoded from JSON by Arrow's reader (the others by serde_json).
-    fn by_arrow(self) -> bool {
-        !matches!(self, SqlType::Json | SqlType::Bytea | SqlType::Headers)
     }
 
     fn from_sql(t: &SqlDataType) -> Option<SqlType> {
@@ -536,22 +527,27 @@ impl TableProvider for SourceTable {
 enum Part {
     /// A raw column (its position among the raw columns read).
     Raw(usize),
-    /// A decoded value column (its position in the value decoder's fields).
+    /// A decoded value column (its position among the value columns built).
     Value(usize),
-    /// A decoded key column.
+    /// A decoded key column (its position among the key columns built).
     Key(usize),
 }
 
-/// Turns batches of raw records into a source's typed rows.
+/// How a source's records become its rows: which of the record's own columns a scan
+/// reads, which fields of the value and key it decodes, and how they are put together.
 pub(crate) struct SourceDecoder {
     pub name: String,
     pub output: SchemaRef,
-    /// The raw columns a scan reads for this decoder, in order.
+    /// The record's own columns a scan reads for this source, in order.
     pub raw_columns: Vec<usize>,
+    /// A record that does not decode gives no row (else a row of NULLs).
+    pub skip: bool,
     parts: Vec<Part>,
-    value: Option<JsonFields>,
-    key: Option<KeyDecoder>,
-    skip: bool,
+    /// The value's fields, and which of them are projected.
+    value: Option<(JsonFields, Vec<bool>)>,
+    /// The key's fields (the whole key as text when `key_text`), and which are projected.
+    key: Option<(JsonFields, Vec<bool>)>,
+    key_text: bool,
     stats: Arc<SourceStats>,
 }
 
@@ -561,79 +557,69 @@ impl fmt::Debug for SourceDecoder {
     }
 }
 
-enum KeyDecoder {
-    Json(JsonFields),
-    /// The whole key as text, cast to this type.
-    Text(DataType),
-}
-
 impl SourceDecoder {
     fn new(def: &SourceDef, projection: &[usize], stats: Arc<SourceStats>) -> Result<Self> {
-        let skip = def.on_error == OnError::Skip;
         // Whether a record decodes is a property of the record, not of the query: every
-        // value and key column is decoded, projected or not, so that a record is NULLs
-        // (or no row) in every query alike.
-        let decoded: Vec<&ColumnDef> =
-            def.columns.iter().filter(|c| matches!(c.origin, Origin::Value | Origin::Key)).collect();
-        let value_cols: Vec<&ColumnDef> = decoded.iter().copied().filter(|c| c.origin == Origin::Value).collect();
-        let key_cols: Vec<&ColumnDef> = decoded.iter().copied().filter(|c| c.origin == Origin::Key).collect();
-        let mut raw_columns = Vec::new();
-        let mut raw_index = |raw: usize| -> usize {
-            match raw_columns.iter().position(|r| *r == raw) {
-                Some(i) => i,
-                None => {
-                    raw_columns.push(raw);
-                    raw_columns.len() - 1
-                }
-            }
+        // value and key field is read and checked, projected or not, so that a record is
+        // NULLs (or no row) in every query alike. Only projected ones are built.
+        let of = |origin: Origin| -> Vec<&ColumnDef> { def.columns.iter().filter(|c| c.origin == origin).collect() };
+        let (value_cols, key_cols) = (of(Origin::Value), of(Origin::Key));
+        let projected = |c: &ColumnDef| projection.iter().any(|&i| def.columns[i].name == c.name);
+        let wanted = |cols: &[&ColumnDef]| -> Vec<bool> { cols.iter().map(|c| projected(c)).collect() };
+        // A decoded column's place among the columns built: the projected ones before it.
+        let built_before = |cols: &[&ColumnDef], name: &str| -> usize {
+            cols.iter().take_while(|c| c.name != name).filter(|c| projected(c)).count()
         };
+        let mut raw_columns = Vec::new();
         let mut parts = Vec::with_capacity(projection.len());
         for &i in projection {
             let c = &def.columns[i];
             parts.push(match c.origin {
-                Origin::Record(r) => Part::Raw(raw_index(r)),
-                Origin::Value => Part::Value(value_cols.iter().position(|v| v.name == c.name).unwrap_or(0)),
-                Origin::Key => Part::Key(key_cols.iter().position(|v| v.name == c.name).unwrap_or(0)),
+                Origin::Record(r) => {
+                    raw_columns.push(r);
+                    Part::Raw(raw_columns.len() - 1)
+                }
+                Origin::Value => Part::Value(built_before(&value_cols, &c.name)),
+                Origin::Key => Part::Key(built_before(&key_cols, &c.name)),
             });
         }
-        let value = if value_cols.is_empty() {
-            None
-        } else {
-            raw_index(VALUE);
-            Some(JsonFields::new(&value_cols)?)
-        };
-        let key = if key_cols.is_empty() {
-            None
-        } else {
-            raw_index(KEY);
-            Some(match def.key_format {
-                Some(KeyFormat::Json) => KeyDecoder::Json(JsonFields::new(&key_cols)?),
-                _ => KeyDecoder::Text(key_cols[0].sql_type.arrow()),
-            })
-        };
+        let fields = |cols: &[&ColumnDef]| JsonFields::new(cols.iter().map(|c| (c.name.clone(), c.sql_type)));
+        let value = (!value_cols.is_empty()).then(|| (fields(&value_cols), wanted(&value_cols)));
+        let key = (!key_cols.is_empty()).then(|| (fields(&key_cols), wanted(&key_cols)));
+        let key_text = def.key_format != Some(KeyFormat::Json);
         let output = Arc::new(def.schema().project(projection)?);
-        Ok(SourceDecoder { name: def.name.clone(), output, raw_columns, parts, value, key, skip, stats })
+        Ok(SourceDecoder {
+            name: def.name.clone(),
+            output,
+            raw_columns,
+            skip: def.on_error == OnError::Skip,
+            parts,
+            value,
+            key,
+            key_text,
+            stats,
+        })
     }
 
-    /// The source's rows of a batch of raw records (the raw columns read, in order).
-    pub fn decode(&self, raw: &RecordBatch) -> Result<RecordBatch> {
-        let rows = raw.num_rows();
-        let mut bad = vec![false; rows];
-        let value_arrays = match &self.value {
-            Some(v) => {
-                let i = self.raw_columns.iter().position(|r| *r == VALUE).unwrap_or(0);
-                v.decode(raw.column(i).as_binary::<i32>(), &mut bad)?
-            }
+    /// Empty rows to decode records into.
+    pub fn rows(&self) -> SourceRows {
+        SourceRows {
+            value: self.value.as_ref().map(|(f, w)| FieldRows::new(f.clone(), w)),
+            key: self.key.as_ref().map(|(f, w)| FieldRows::new(f.clone(), w)),
+            key_text: self.key_text,
+            undecodable: 0,
+        }
+    }
+
+    /// The source's batch of the record columns read (`raw`, in the order of
+    /// `raw_columns`) and the rows decoded alongside them.
+    pub fn finish(&self, raw: &RecordBatch, rows: &mut SourceRows) -> Result<RecordBatch> {
+        let value = match &mut rows.value {
+            Some(v) => v.finish()?,
             None => Vec::new(),
         };
-        let key_arrays = match &self.key {
-            Some(k) => {
-                let keys = raw.column(self.raw_columns.iter().position(|r| *r == KEY).unwrap_or(0)).as_binary::<i32>();
-                match k {
-                    KeyDecoder::Json(f) => f.decode(keys, &mut bad)?,
-                    KeyDecoder::Text(t) => vec![key_text(keys, t, &mut bad)?],
-                }
-            }
+        let key = match &mut rows.key {
+            Some(k) => k.finish()?,
             None => Vec::new(),
         };
         let columns: Vec<ArrayRef> = self
@@ -641,206 +627,58 @@ impl SourceDecoder {
             .iter()
             .map(|p| match *p {
                 Part::Raw(i) => raw.column(i).clone(),
-                Part::Value(i) => value_arrays[i].clone(),
-                Part::Key(i) => key_arrays[i].clone(),
+                Part::Value(i) => value[i].clone(),
+                Part::Key(i) => key[i].clone(),
             })
             .collect();
-        let batch = RecordBatch::try_new_with_options(
+        let undecodable = std::mem::take(&mut rows.undecodable);
+        if undecodable > 0 {
+            self.stats.undecodable.fetch_add(undecodable, Ordering::Relaxed);
+            metrics::counter!("quarry_source_undecodable_records_total", "source" => self.name.clone())
+                .increment(undecodable);
+        }
+        Ok(RecordBatch::try_new_with_options(
             self.output.clone(),
             columns,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
-        )?;
-        let undecodable = bad.iter().filter(|b| **b).count();
-        if undecodable == 0 {
-            return Ok(batch);
-        }
-        self.stats.undecodable.fetch_add(undecodable as u64, Ordering::Relaxed);
-        metrics::counter!("quarry_source_undecodable_records_total", "source" => self.name.clone())
-            .increment(undecodable as u64);
-        if !self.skip {
-            return Ok(batch);
-        }
-        let keep: BooleanArray = bad.iter().map(|b| Some(!b)).collect();
-        Ok(filter_record_batch(&batch, &keep)?)
+            &RecordBatchOptions::new().with_row_count(Some(raw.num_rows())),
+        )?)
     }
 }
 
-/// The whole key as text, cast to `t`; a key that does not convert is undecodable.
-fn key_text(keys: &BinaryArray, t: &DataType, bad: &mut [bool]) -> Result<ArrayRef> {
-    let text: StringArray = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| match k.map(std::str::from_utf8) {
-            Some(Ok(s)) => Some(s.trim().to_string()),
-            Some(Err(_)) => {
-                bad[i] = true;
-                None
-            }
-            None => None,
-        })
-        .collect();
-    if t == &DataType::Binary {
-        return Ok(Arc::new(keys.clone()));
-    }
-    let out = cast_with_options(&text, t, &CastOptions { safe: true, ..Default::default() })?;
-    for (i, b) in bad.iter_mut().enumerate() {
-        if out.is_null(i) && !text.is_null(i) {
-            *b = true;
-        }
-    }
-    Ok(out)
+/// A source's decoded columns being built, record by record.
+pub(crate) struct SourceRows {
+    value: Option<FieldRows>,
+    key: Option<FieldRows>,
+    key_text: bool,
+    /// Records that did not decode since the last batch.
+    pub undecodable: u64,
 }
 
-/// Decodes the named fields of JSON objects into Arrow arrays.
-struct JsonFields {
-    /// The fields, in the order asked for.
-    fields: Vec<(String, SqlType)>,
-    /// The fields Arrow's JSON reader decodes, as a schema (for arrow-decoded fields).
-    arrow_schema: SchemaRef,
-}
-
-impl JsonFields {
-    fn new(columns: &[&ColumnDef]) -> Result<Self> {
-        let fields: Vec<(String, SqlType)> = columns.iter().map(|c| (c.name.clone(), c.sql_type)).collect();
-        let arrow_schema = Arc::new(Schema::new(
-            fields
-                .iter()
-                .filter(|(_, t)| t.by_arrow())
-                .map(|(n, t)| Field::new(n, t.arrow(), true))
-                .collect::<Vec<_>>(),
-        ));
-        Ok(JsonFields { fields, arrow_schema })
-    }
-
-    fn reader(&self, rows: usize) -> Result<datafusion::arrow::json::reader::Decoder> {
-        Ok(ReaderBuilder::new(self.arrow_schema.clone())
-            .with_batch_size(rows.max(1) + 1)
-            .with_coerce_primitive(true)
-            .build_decoder()?)
-    }
-
-    /// One array per field for every record of `records`; a record that does not
-    /// decode gets NULLs and is marked in `bad`; a NULL record (a tombstone, a record
-    /// without key) gets NULLs too.
-    fn decode(&self, records: &BinaryArray, bad: &mut [bool]) -> Result<Vec<ArrayRef>> {
-        let rows = records.len();
-        // Fields decoded with serde_json (JSON text, base64 bytes) first: they also tell
-        // which records are not JSON objects at all.
-        let serde_fields: Vec<(usize, &String, SqlType)> =
-            self.fields.iter().enumerate().filter(|(_, (_, t))| !t.by_arrow()).map(|(i, (n, t))| (i, n, *t)).collect();
-        let mut serde_arrays: HashMap<usize, ArrayRef> = HashMap::new();
-        if !serde_fields.is_empty() {
-            let mut text: Vec<StringBuilder> = serde_fields.iter().map(|_| StringBuilder::new()).collect();
-            let mut bytes: Vec<BinaryBuilder> = serde_fields.iter().map(|_| BinaryBuilder::new()).collect();
-            for (row, record) in records.iter().enumerate() {
-                let object = match record {
-                    None => None,
-                    Some(r) => match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(r) {
-                        Ok(o) => Some(o),
-                        Err(_) => {
-                            bad[row] = true;
-                            None
-                        }
-                    },
-                };
-                for (j, (_, name, t)) in serde_fields.iter().enumerate() {
-                    let v = object.as_ref().and_then(|o| o.get(name.as_str())).filter(|v| !v.is_null());
-                    match (t, v) {
-                        (SqlType::Json, Some(v)) => text[j].append_value(v.to_string()),
-                        (SqlType::Bytea, Some(serde_json::Value::String(s))) => {
-                            match base64::engine::general_purpose::STANDARD.decode(s) {
-                                Ok(b) => bytes[j].append_value(b),
-                                Err(_) => {
-                                    bad[row] = true;
-                                    bytes[j].append_null();
-                                }
-                            }
-                        }
-                        (SqlType::Bytea, Some(_)) => {
-                            bad[row] = true;
-                            bytes[j].append_null();
-                        }
-                        (SqlType::Bytea, None) => bytes[j].append_null(),
-                        _ => text[j].append_null(),
-                    }
-                }
-            }
-            for (j, (i, _, t)) in serde_fields.iter().enumerate() {
-                let a: ArrayRef =
-                    if *t == SqlType::Bytea { Arc::new(bytes[j].finish()) } else { Arc::new(text[j].finish()) };
-                serde_arrays.insert(*i, a);
-            }
-        }
-        let arrow_batch = self.decode_arrow(records, bad)?;
-        let mut arrow_columns = arrow_batch.columns().iter();
-        Ok(self
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, (_, t))| {
-                if t.by_arrow() {
-                    arrow_columns
-                        .next()
-                        .cloned()
-                        .unwrap_or_else(|| datafusion::arrow::array::new_null_array(&t.arrow(), rows))
-                } else {
-                    serde_arrays
-                        .remove(&i)
-                        .unwrap_or_else(|| datafusion::arrow::array::new_null_array(&t.arrow(), rows))
-                }
-            })
-            .collect())
-    }
-
-    /// The arrow-decoded fields of every record: all records at once when they all
-    /// decode, else record by record to find the ones that do not.
-    fn decode_arrow(&self, records: &BinaryArray, bad: &mut [bool]) -> Result<RecordBatch> {
-        let rows = records.len();
-        let input = |row: usize, bad: &[bool]| -> &[u8] {
-            if bad[row] || records.is_null(row) {
-                b"{}"
-            } else {
-                records.value(row)
-            }
+impl SourceRows {
+    /// Reads one record's key and value; whether both decode. Then call [`Self::append`]
+    /// or [`Self::append_nulls`] (or neither, to leave the record out).
+    pub fn read(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
+        let value_ok = self.value.as_mut().is_none_or(|v| v.read(value));
+        let key_ok = match &mut self.key {
+            Some(k) if self.key_text => k.read_text(key),
+            Some(k) => k.read(key),
+            None => true,
         };
-        let mut reader = self.reader(rows)?;
-        let mut whole = true;
-        for row in 0..rows {
-            let before = reader.len();
-            if reader.decode(input(row, bad)).is_err() || reader.has_partial_record() || reader.len() != before + 1 {
-                whole = false;
-                break;
-            }
+        value_ok && key_ok
+    }
+
+    pub fn append(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if let Some(v) = &mut self.value {
+            v.append(value);
         }
-        if whole {
-            if let Ok(Some(batch)) = reader.flush() {
-                if batch.num_rows() == rows {
-                    return Ok(batch);
-                }
-            }
+        if let Some(k) = &mut self.key {
+            k.append(key);
         }
-        // Some record does not decode: try each alone, then decode the good ones (and
-        // `{}` for the others) together.
-        for row in 0..rows {
-            if bad[row] || records.is_null(row) {
-                continue;
-            }
-            let mut probe = self.reader(1)?;
-            let ok = probe.decode(records.value(row)).is_ok()
-                && !probe.has_partial_record()
-                && probe.len() == 1
-                && matches!(probe.flush(), Ok(Some(b)) if b.num_rows() == 1);
-            if !ok {
-                bad[row] = true;
-            }
-        }
-        let mut reader = self.reader(rows)?;
-        for row in 0..rows {
-            reader.decode(input(row, bad))?;
-        }
-        match reader.flush()? {
-            Some(batch) => Ok(batch),
-            None => Ok(RecordBatch::new_empty(self.arrow_schema.clone())),
+    }
+
+    pub fn append_nulls(&mut self) {
+        for rows in [&mut self.value, &mut self.key].into_iter().flatten() {
+            rows.append_nulls();
         }
     }
 }
@@ -848,6 +686,9 @@ impl JsonFields {
 #[cfg(test)]
 mod tests {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use protocol::kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     use super::*;
 
@@ -909,28 +750,47 @@ mod tests {
              WITH (topic = 't', format = 'json')",
         )
         .unwrap();
-        let values: BinaryArray = vec![
-            Some(&br#"{"n": 1, "price": 12.34, "day": "2024-02-29", "doc": {"a": [1, 2]}}"#[..]),
-            Some(&b"not json"[..]),
-            Some(&br#"{"n": "many"}"#[..]),
+        let values: [Option<&[u8]>; 6] = [
+            Some(br#"{"n": 1, "price": 12.34, "day": "2024-02-29", "doc": {"a": [1, 2]}}"#),
+            Some(b"not json"),
+            Some(br#"{"n": "many"}"#),
             None,
-            Some(&br#"{"n": 5, "extra": true}"#[..]),
-            Some(&br#"{"n": 6} {"n": 7}"#[..]),
-        ]
-        .into_iter()
-        .collect();
-        let offsets = datafusion::arrow::array::Int64Array::from(vec![0, 1, 2, 3, 4, 5]);
+            Some(br#"{"n": 5, "extra": true}"#),
+            Some(br#"{"n": 6} {"n": 7}"#),
+        ];
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: 1000 + i as i64,
+                key: None,
+                value: v.map(bytes::Bytes::copy_from_slice),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut batch = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(&mut batch, &records, &RecordEncodeOptions { version: 2, compression: Compression::Lz4 })
+            .unwrap();
         for skip in [false, true] {
             def.on_error = if skip { OnError::Skip } else { OnError::Null };
             let stats = Arc::new(SourceStats::default());
-            let d = SourceDecoder::new(&def, &[0, 1, 2, 3, 4], stats.clone()).unwrap();
-            assert_eq!(d.raw_columns, vec![1, 4]);
-            let raw = RecordBatch::try_new(
-                Arc::new(raw_schema().project(&[1, 4]).unwrap()),
-                vec![Arc::new(offsets.clone()), Arc::new(values.clone())],
-            )
-            .unwrap();
-            let out = d.decode(&raw).unwrap();
+            let d = Arc::new(SourceDecoder::new(&def, &[0, 1, 2, 3, 4], stats.clone()).unwrap());
+            assert_eq!(d.raw_columns, vec![OFFSET]);
+            let raw = Arc::new(raw_schema().project(&d.raw_columns).unwrap());
+            let mut sink = topic_table::Sink::new(&d.raw_columns, raw, Some(d.clone()));
+            let range = topic_table::PartitionRange { partition: 0, start: 0, end: 6 };
+            let read = datafusion::physical_plan::metrics::Count::new();
+            assert_eq!(topic_table::decode_into(&batch, &range, 0, (None, None), &mut sink, &read), 6);
+            let out = sink.finish().unwrap();
             assert_eq!(stats.undecodable.load(Ordering::Relaxed), 3);
             let text: Vec<String> = (0..out.num_rows())
                 .map(|r| {

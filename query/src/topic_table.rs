@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
     TimestampMillisecondBuilder,
@@ -33,10 +32,9 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     ReplaceChildrenOptions, SendableRecordBatchStream,
 };
-use protocol::batch::BatchHeader;
-use protocol::kafka_protocol::records::RecordBatchDecoder;
+use protocol::batch::{self, BatchHeader, RecordRef, Records};
 
-use crate::source::SourceDecoder;
+use crate::source::{SourceDecoder, SourceRows};
 use crate::topics::Topics;
 
 /// Rows per Arrow batch a scan emits.
@@ -507,7 +505,7 @@ impl Reader {
     /// Emits batches until done, the limit is reached, or `emit` returns false (the
     /// query went away). A read error ends the stream with that error.
     fn run(&self, ranges: &[PartitionRange], mut emit: impl FnMut(Result<RecordBatch>) -> bool) {
-        let mut rows = Rows::new(&self.columns);
+        let mut sink = Sink::new(&self.columns, self.raw.clone(), self.decoder.clone());
         let mut total = 0usize;
         for range in ranges {
             let mut offset = range.start;
@@ -527,13 +525,13 @@ impl Reader {
                     break;
                 }
                 self.bytes_read.add(bytes.len());
-                let next = decode_into(&bytes, range, offset, self.times, &mut rows, &self.batches_read);
+                let next = decode_into(&bytes, range, offset, self.times, &mut sink, &self.batches_read);
                 if next <= offset {
                     break;
                 }
                 offset = next;
-                while rows.len() >= ROWS_PER_BATCH {
-                    let batch = self.finish(&mut rows);
+                while sink.len() >= ROWS_PER_BATCH {
+                    let batch = sink.finish();
                     total += batch.as_ref().map_or(0, |b| b.num_rows());
                     let failed = batch.is_err();
                     if !emit(batch) || failed || self.limit.is_some_and(|l| total >= l) {
@@ -542,29 +540,20 @@ impl Reader {
                 }
             }
         }
-        if rows.len() > 0 {
-            emit(self.finish(&mut rows));
-        }
-    }
-
-    /// The rows so far as a batch of what the scan emits.
-    fn finish(&self, rows: &mut Rows) -> Result<RecordBatch> {
-        let raw = rows.finish(&self.raw)?;
-        match &self.decoder {
-            Some(d) => d.decode(&raw),
-            None => Ok(raw),
+        if sink.len() > 0 {
+            emit(sink.finish());
         }
     }
 }
 
-/// Decodes the stored batches in `bytes` into `rows`, keeping records in `[from, range.end)`
+/// Decodes the stored batches in `bytes` into `sink`, keeping records in `[from, range.end)`
 /// with timestamps in `times`; returns the offset after the last batch seen.
-fn decode_into(
-    bytes: &Bytes,
+pub(crate) fn decode_into(
+    bytes: &[u8],
     range: &PartitionRange,
     from: i64,
     times: (Option<i64>, Option<i64>),
-    rows: &mut Rows,
+    sink: &mut Sink,
     batches_read: &Count,
 ) -> i64 {
     let (ts_start, ts_end) = (times.0.unwrap_or(i64::MIN), times.1.unwrap_or(i64::MAX));
@@ -576,7 +565,7 @@ fn decode_into(
         if pos + size > bytes.len() {
             break;
         }
-        let batch = bytes.slice(pos..pos + size);
+        let batch = &bytes[pos..pos + size];
         pos += size;
         next = header.last_offset() + 1;
         batches_read.add(1);
@@ -584,24 +573,34 @@ fn decode_into(
         if header.is_control() || header.max_timestamp < ts_start {
             continue;
         }
-        let mut buf = batch;
-        let set = match RecordBatchDecoder::decode(&mut buf) {
-            Ok(s) => s,
+        // Batches were checked (CRC included) when they were produced: records are read
+        // in place, decompressed first if need be.
+        let data = match batch::record_data(&header, batch) {
+            Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, base_offset = header.base_offset, "undecodable batch skipped");
                 continue;
             }
         };
         let log_append = header.has_log_append_time();
-        for r in set.records {
-            if r.offset < from || r.offset >= range.end {
+        for r in Records::new(&header, &data) {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, base_offset = header.base_offset, "rest of an undecodable batch skipped");
+                    break;
+                }
+            };
+            let offset = header.base_offset + r.offset_delta as i64;
+            if offset < from || offset >= range.end {
                 continue;
             }
-            let timestamp = if log_append { header.max_timestamp } else { r.timestamp };
+            let timestamp =
+                if log_append { header.max_timestamp } else { header.base_timestamp.wrapping_add(r.timestamp_delta) };
             if timestamp < ts_start || timestamp >= ts_end {
                 continue;
             }
-            rows.push(range.partition, r.offset, timestamp, r.key, r.value, &r.headers);
+            sink.push(range.partition, offset, timestamp, &r);
         }
         if next >= range.end {
             break;
@@ -610,76 +609,108 @@ fn decode_into(
     next
 }
 
+/// Where a scan's records go: the raw columns read and, for a source, its decoded
+/// columns built alongside.
+pub(crate) struct Sink {
+    rows: Rows,
+    raw: SchemaRef,
+    source: Option<(Arc<SourceDecoder>, SourceRows)>,
+}
+
+impl Sink {
+    pub fn new(columns: &[usize], raw: SchemaRef, decoder: Option<Arc<SourceDecoder>>) -> Self {
+        let source = decoder.map(|d| {
+            let rows = d.rows();
+            (d, rows)
+        });
+        Sink { rows: Rows::new(columns), raw, source }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len
+    }
+
+    fn push(&mut self, partition: i32, offset: i64, timestamp: i64, r: &RecordRef) {
+        if let Some((decoder, rows)) = &mut self.source {
+            if rows.read(r.key, r.value) {
+                rows.append(r.key, r.value);
+            } else {
+                rows.undecodable += 1;
+                if decoder.skip {
+                    return;
+                }
+                rows.append_nulls();
+            }
+        }
+        self.rows.push(partition, offset, timestamp, r);
+    }
+
+    /// The rows so far as a batch of what the scan emits.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let raw = self.rows.finish(&self.raw)?;
+        match &mut self.source {
+            Some((decoder, rows)) => decoder.finish(&raw, rows),
+            None => Ok(raw),
+        }
+    }
+}
+
 /// Column builders for the projected columns only.
 struct Rows {
+    partition: Option<Int32Builder>,
+    offset: Option<Int64Builder>,
+    timestamp: Option<TimestampMillisecondBuilder>,
+    key: Option<BinaryBuilder>,
+    value: Option<BinaryBuilder>,
+    headers: Option<ListBuilder<StructBuilder>>,
+    /// The raw columns in the order asked for.
     columns: Vec<usize>,
-    partition: Int32Builder,
-    offset: Int64Builder,
-    timestamp: TimestampMillisecondBuilder,
-    key: BinaryBuilder,
-    value: BinaryBuilder,
-    headers: ListBuilder<StructBuilder>,
     len: usize,
 }
 
 impl Rows {
     fn new(columns: &[usize]) -> Self {
+        let wants = |c: usize| columns.contains(&c);
         Rows {
+            partition: wants(PARTITION).then(Int32Builder::new),
+            offset: wants(OFFSET).then(Int64Builder::new),
+            timestamp: wants(TIMESTAMP).then(TimestampMillisecondBuilder::new),
+            key: wants(KEY).then(BinaryBuilder::new),
+            value: wants(VALUE).then(BinaryBuilder::new),
+            headers: wants(HEADERS).then(|| ListBuilder::new(StructBuilder::from_fields(header_fields(), 0))),
             columns: columns.to_vec(),
-            partition: Int32Builder::new(),
-            offset: Int64Builder::new(),
-            timestamp: TimestampMillisecondBuilder::new(),
-            key: BinaryBuilder::new(),
-            value: BinaryBuilder::new(),
-            headers: ListBuilder::new(StructBuilder::from_fields(header_fields(), 0)),
             len: 0,
         }
     }
 
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn wants(&self, column: usize) -> bool {
-        self.columns.contains(&column)
-    }
-
-    fn push(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        timestamp: i64,
-        key: Option<Bytes>,
-        value: Option<Bytes>,
-        headers: &Headers,
-    ) {
+    fn push(&mut self, partition: i32, offset: i64, timestamp: i64, r: &RecordRef) {
         self.len += 1;
-        if self.wants(PARTITION) {
-            self.partition.append_value(partition);
+        if let Some(b) = &mut self.partition {
+            b.append_value(partition);
         }
-        if self.wants(OFFSET) {
-            self.offset.append_value(offset);
+        if let Some(b) = &mut self.offset {
+            b.append_value(offset);
         }
-        if self.wants(TIMESTAMP) {
-            self.timestamp.append_value(timestamp);
+        if let Some(b) = &mut self.timestamp {
+            b.append_value(timestamp);
         }
-        if self.wants(KEY) {
-            self.key.append_option(key);
+        if let Some(b) = &mut self.key {
+            b.append_option(r.key);
         }
-        if self.wants(VALUE) {
-            self.value.append_option(value);
+        if let Some(b) = &mut self.value {
+            b.append_option(r.value);
         }
-        if self.wants(HEADERS) {
-            let entries = self.headers.values();
-            for (k, v) in headers {
+        if let Some(b) = &mut self.headers {
+            let entries = b.values();
+            for (k, v) in r.headers() {
                 entries
                     .field_builder::<StringBuilder>(0)
                     .expect("header key builder")
-                    .append_value(String::from_utf8_lossy(k.as_bytes()));
-                entries.field_builder::<BinaryBuilder>(1).expect("header value builder").append_option(v.as_ref());
+                    .append_value(String::from_utf8_lossy(k));
+                entries.field_builder::<BinaryBuilder>(1).expect("header value builder").append_option(v);
                 entries.append(true);
             }
-            self.headers.append(true);
+            b.append(true);
         }
     }
 
@@ -690,12 +721,12 @@ impl Rows {
             .iter()
             .map(|c| -> ArrayRef {
                 match *c {
-                    PARTITION => Arc::new(self.partition.finish()),
-                    OFFSET => Arc::new(self.offset.finish()),
-                    TIMESTAMP => Arc::new(self.timestamp.finish()),
-                    KEY => Arc::new(self.key.finish()),
-                    VALUE => Arc::new(self.value.finish()),
-                    _ => Arc::new(self.headers.finish()),
+                    PARTITION => Arc::new(self.partition.as_mut().expect("built").finish()),
+                    OFFSET => Arc::new(self.offset.as_mut().expect("built").finish()),
+                    TIMESTAMP => Arc::new(self.timestamp.as_mut().expect("built").finish()),
+                    KEY => Arc::new(self.key.as_mut().expect("built").finish()),
+                    VALUE => Arc::new(self.value.as_mut().expect("built").finish()),
+                    _ => Arc::new(self.headers.as_mut().expect("built").finish()),
                 }
             })
             .collect();
@@ -708,10 +739,6 @@ impl Rows {
         )?)
     }
 }
-
-/// Record headers as the codec decodes them.
-type Headers =
-    protocol::kafka_protocol::indexmap::IndexMap<protocol::kafka_protocol::protocol::StrBytes, Option<Bytes>>;
 
 #[cfg(test)]
 mod tests {
