@@ -229,10 +229,9 @@ pub fn keyless_records(batch: &[u8]) -> Option<Vec<i32>> {
 /// compressed, decompressed otherwise.
 pub fn record_data<'a>(header: &BatchHeader, batch: &'a [u8]) -> Result<Cow<'a, [u8]>, BatchError> {
     use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let records = batch.get(HEADER_SIZE..header.size().min(batch.len())).ok_or(BatchError::Truncated {
-        needed: HEADER_SIZE,
-        available: batch.len(),
-    })?;
+    let records = batch
+        .get(HEADER_SIZE..header.size().min(batch.len()))
+        .ok_or(BatchError::Truncated { needed: HEADER_SIZE, available: batch.len() })?;
     fn out(r: anyhow::Result<Vec<u8>>) -> Result<Cow<'static, [u8]>, BatchError> {
         r.map(Cow::Owned).map_err(|e| BatchError::Records(format!("{e:#}")))
     }

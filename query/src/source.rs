@@ -778,8 +778,12 @@ mod tests {
             })
             .collect();
         let mut batch = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut batch, &records, &RecordEncodeOptions { version: 2, compression: Compression::Lz4 })
-            .unwrap();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::Lz4 },
+        )
+        .unwrap();
         for skip in [false, true] {
             def.on_error = if skip { OnError::Skip } else { OnError::Null };
             let stats = Arc::new(SourceStats::default());
