@@ -3,6 +3,7 @@
 //! Keys follow Kafka's broker config names with `_` for `.` (`log.retention.ms` is
 //! `log_retention_ms`); the dotted Kafka spelling is accepted in the file as well.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -24,6 +25,12 @@ pub struct Config {
     pub http_listen: String,
     /// PostgreSQL wire protocol listener for SQL clients (psql, psycopg, JDBC).
     pub sql_listen: String,
+    /// Listener for the other nodes of the cluster (raft traffic), `HOST:PORT`. Used only
+    /// when `peers` names other nodes.
+    pub raft_listen: String,
+    /// The voters of the cluster with their raft addresses, this node included:
+    /// `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`. Empty: a single node.
+    pub peers: String,
     #[serde(alias = "auto.create.topics.enable")]
     pub auto_create_topics_enable: bool,
     #[serde(alias = "num.partitions")]
@@ -74,6 +81,8 @@ impl Default for Config {
             advertised_kafka: None,
             http_listen: "127.0.0.1:8081".into(),
             sql_listen: "127.0.0.1:5433".into(),
+            raft_listen: "127.0.0.1:9093".into(),
+            peers: String::new(),
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: 104_857_600,
@@ -132,6 +141,11 @@ impl Config {
         {
             check_host_port(addr).map_err(|r| invalid(key, addr, &r))?;
         }
+        check_host_port(&self.raft_listen).map_err(|r| invalid("raft_listen", &self.raft_listen, &r))?;
+        let peers = parse_peers(&self.peers).map_err(|r| invalid("peers", &self.peers, &r))?;
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+            return Err(invalid("peers", &self.peers, &format!("does not name this node ({})", self.node_id)));
+        }
         if let Some(adv) = &self.advertised_kafka {
             check_host_port(adv).map_err(|r| invalid("advertised_kafka", adv, &r))?;
         }
@@ -175,10 +189,29 @@ impl Config {
         Ok(self)
     }
 
+    /// The cluster's voters (node id → raft address); empty for a single node.
+    pub fn peer_map(&self) -> BTreeMap<u64, String> {
+        parse_peers(&self.peers).unwrap_or_default()
+    }
+
     /// The Kafka address advertised to clients.
     pub fn advertised(&self) -> &str {
         self.advertised_kafka.as_deref().unwrap_or(&self.kafka_listen)
     }
+}
+
+/// `ID=HOST:PORT,...` as a map; ids are distinct.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("node id {id:?} is not a number"))?;
+        check_host_port(addr.trim()).map_err(|r| format!("{addr:?}: {r}"))?;
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node {id} is named twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// `HOST:PORT` with a numeric port.
@@ -219,6 +252,22 @@ mod tests {
         let c = Config { kafka_listen: "localhost".into(), ..Default::default() };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("kafka_listen"), "{e}");
+    }
+
+    #[test]
+    fn peers_name_every_voter_this_node_included() {
+        let c =
+            Config { node_id: 2, peers: "1=127.0.0.1:9001, 2=127.0.0.1:9002,3=h:9003".into(), ..Default::default() };
+        let c = c.validate().unwrap();
+        assert_eq!(c.peer_map().keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(c.peer_map()[&3], "h:9003");
+        for (peers, complaint) in
+            [("1=a:1,1=b:2", "named twice"), ("x=a:1", "not a number"), ("1=a", "HOST:PORT"), ("3=a:1", "this node")]
+        {
+            let c = Config { node_id: 1, peers: peers.into(), ..Default::default() };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("peers") && e.contains(complaint), "{e}");
+        }
     }
 
     #[test]

@@ -64,15 +64,33 @@ impl Server {
         if config.advertised_kafka.is_none() && config.kafka_listen.ends_with(":0") {
             config.advertised_kafka = Some(kafka_addr.to_string());
         }
-        let node = Node::open(config).await?;
         let shutdown = CancellationToken::new();
+        let peer_map = config.peer_map();
+        let peers = cluster::network::Peers::new(config.node_id, "quarry", &peer_map);
+        let raft_addr = if peer_map.len() > 1 {
+            let listener = TcpListener::bind(&config.raft_listen)
+                .await
+                .with_context(|| format!("cannot listen for other nodes on {}", config.raft_listen))?;
+            let addr = listener.local_addr()?;
+            peers.start(listener, shutdown.clone());
+            Some(addr)
+        } else {
+            None
+        };
+        let node = match Node::open(config, peers).await {
+            Ok(node) => node,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
         let mut tasks = JoinSet::new();
         tasks.spawn(server::serve(kafka, node.clone(), shutdown.clone()));
         let engine = Arc::new(query::Engine::new(Arc::new(sql::NodeTopics { node: node.clone() }))?);
         tasks.spawn(http::serve(http_listener, node.clone(), engine.clone(), shutdown.clone()));
         tasks.spawn(query::pg::serve(sql_listener, engine, shutdown.clone()));
         tasks.spawn(retention::run(node.clone(), shutdown.clone()));
-        tracing::info!(kafka = %kafka_addr, http = %http_addr, sql = %sql_addr, advertised = node.config.advertised(), "listening");
+        tracing::info!(kafka = %kafka_addr, http = %http_addr, sql = %sql_addr, raft = ?raft_addr, advertised = node.config.advertised(), "listening");
         Ok(Server { node, kafka_addr, http_addr, sql_addr, shutdown, tasks })
     }
 

@@ -40,6 +40,16 @@ struct ServeArgs {
     /// PostgreSQL wire protocol listener for SQL clients [default: 127.0.0.1:5433]
     #[arg(long, env = "QUARRY_SQL_LISTEN")]
     sql_listen: Option<String>,
+    /// This node's id, never reused for another node [default: 1]
+    #[arg(long, env = "QUARRY_NODE_ID")]
+    node_id: Option<u64>,
+    /// Listener for the other nodes (raft) HOST:PORT [default: 127.0.0.1:9093]
+    #[arg(long, env = "QUARRY_RAFT_LISTEN")]
+    raft_listen: Option<String>,
+    /// The cluster's voters, this node included: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT
+    /// [default: none, a single node]
+    #[arg(long, env = "QUARRY_PEERS")]
+    peers: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +87,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.sql_listen {
                 config.sql_listen = v;
+            }
+            if let Some(v) = args.node_id {
+                config.node_id = v;
+            }
+            if let Some(v) = args.raft_listen {
+                config.raft_listen = v;
+            }
+            if let Some(v) = args.peers {
+                config.peers = v;
             }
             let config = config.validate()?;
             let runtime =

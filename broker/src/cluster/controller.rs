@@ -19,6 +19,9 @@ pub struct TopicMeta {
     pub id: [u8; 16],
     /// The raft group of each partition, by partition index.
     pub partitions: Vec<GroupId>,
+    /// The nodes holding each partition, by partition index; the first is its preferred
+    /// leader.
+    pub replicas: Vec<Vec<u64>>,
     /// Topic configs set explicitly; everything else is the broker default.
     pub configs: BTreeMap<String, String>,
 }
@@ -35,6 +38,17 @@ pub struct Metadata {
     pub next_producer_id: i64,
     /// SQL sources: their definitions (JSON, as the SQL engine writes them) by name.
     pub sources: BTreeMap<String, String>,
+    /// The nodes of the cluster as they registered.
+    pub brokers: BTreeMap<u64, BrokerMeta>,
+}
+
+/// A node as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    /// Where Kafka clients reach it, `HOST:PORT`.
+    pub kafka: String,
+    /// Where other nodes reach it.
+    pub raft: String,
 }
 
 impl Metadata {
@@ -49,18 +63,22 @@ pub enum ControllerCmd {
     SetClusterId {
         cluster_id: String,
     },
+    /// A topic with one partition per entry of `replicas` (the nodes that hold it).
     CreateTopic {
         name: String,
         id: [u8; 16],
-        partitions: u32,
+        replicas: Vec<Vec<u64>>,
         configs: BTreeMap<String, String>,
     },
     DeleteTopic {
         name: String,
     },
+    /// Partitions up to `count` in all, one per entry of `replicas`, after the existing
+    /// ones (refused unless there are `count - replicas.len()` now).
     CreatePartitions {
         name: String,
         count: u32,
+        replicas: Vec<Vec<u64>>,
     },
     SetTopicConfigs {
         name: String,
@@ -76,6 +94,11 @@ pub enum ControllerCmd {
     },
     DropSource {
         name: String,
+    },
+    /// A node (re)starting says where it can be reached.
+    RegisterBroker {
+        id: u64,
+        broker: BrokerMeta,
     },
 }
 
@@ -129,25 +152,32 @@ impl Machine for Controller {
                 }
                 Ok(ControllerReply::Done)
             }
-            ControllerCmd::CreateTopic { name, id, partitions, configs } => {
+            ControllerCmd::CreateTopic { name, id, replicas, configs } => {
                 if m.topics.contains_key(&name) {
                     return Err(ControllerRefusal::TopicExists);
                 }
-                let groups = (0..partitions as u64).map(|i| m.next_group + i).collect();
-                m.next_group += partitions as u64;
-                m.topics.insert(name, TopicMeta { id, partitions: groups, configs });
+                if replicas.is_empty() || replicas.iter().any(|r| r.is_empty()) {
+                    return Err(ControllerRefusal::InvalidPartitions);
+                }
+                let groups = (0..replicas.len() as u64).map(|i| m.next_group + i).collect();
+                m.next_group += replicas.len() as u64;
+                m.topics.insert(name, TopicMeta { id, partitions: groups, replicas, configs });
                 Ok(ControllerReply::Done)
             }
             ControllerCmd::DeleteTopic { name } => {
                 m.topics.remove(&name).map(|_| ControllerReply::Done).ok_or(ControllerRefusal::UnknownTopic)
             }
-            ControllerCmd::CreatePartitions { name, count } => {
+            ControllerCmd::CreatePartitions { name, count, replicas } => {
                 let topic = m.topics.get_mut(&name).ok_or(ControllerRefusal::UnknownTopic)?;
-                if count as usize <= topic.partitions.len() {
+                if replicas.is_empty()
+                    || replicas.iter().any(|r| r.is_empty())
+                    || topic.partitions.len() + replicas.len() != count as usize
+                {
                     return Err(ControllerRefusal::InvalidPartitions);
                 }
-                let add = count as u64 - topic.partitions.len() as u64;
+                let add = replicas.len() as u64;
                 topic.partitions.extend((0..add).map(|i| m.next_group + i));
+                topic.replicas.extend(replicas);
                 m.next_group += add;
                 Ok(ControllerReply::Done)
             }
@@ -165,6 +195,10 @@ impl Machine for Controller {
             }
             ControllerCmd::DropSource { name } => {
                 m.sources.remove(&name).map(|_| ControllerReply::Done).ok_or(ControllerRefusal::UnknownSource)
+            }
+            ControllerCmd::RegisterBroker { id, broker } => {
+                m.brokers.insert(id, broker);
+                Ok(ControllerReply::Done)
             }
             ControllerCmd::AllocateProducerIds { count } => {
                 let first = m.next_producer_id;

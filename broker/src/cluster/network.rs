@@ -1,54 +1,476 @@
-//! The raft network of a single node: there are no peers to reach.
+//! The raft network between nodes: one TCP connection per pair of nodes carries every
+//! raft group's messages, and the few node-level requests (controller writes forwarded
+//! to its leader).
 //!
-//! Every group on one node has a single voter, so openraft never sends an RPC; should it
-//! try, the peer is reported unreachable. Replication across nodes replaces this.
+//! ```text
+//!  Raft<C> (group g) ──RaftNetworkFactory──► GroupClient{peer, g} ──► Link(peer) ══ TCP ══► serve ──► Handler::handle(g, rpc)
+//!                                                                      one per peer          (the Node: raft[g].append_entries, ...)
+//! ```
+//!
+//! Of each pair, the node with the lower id dials and redials; the other accepts. Both
+//! send requests over the one connection, told apart by id. A frame is a u32 length and
+//! a bincode [`Message`]; payloads are bincode of openraft's own request and response
+//! types, decoded by the group that receives them. While a peer is not connected its
+//! requests fail at once as unreachable: raft retries on its own schedule.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
 use openraft::{BasicNode, RaftTypeConfig};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use storage::GroupId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-/// Factory of [`LocalNetwork`] clients.
-#[derive(Clone, Copy, Default)]
-pub struct LocalNetwork;
+/// Largest frame accepted (a raft entry carries at most a few MB of batches).
+const MAX_FRAME: usize = 256 << 20;
+/// How long a dialer waits before dialing a peer again.
+const REDIAL: Duration = Duration::from_millis(200);
 
-fn unreachable() -> Unreachable {
-    Unreachable::new(&std::io::Error::other("no raft peers on a single node"))
+/// What one node asks of another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Rpc {
+    AppendEntries(Vec<u8>),
+    Vote(Vec<u8>),
+    InstallSnapshot(Vec<u8>),
+    /// A controller command for the controller's leader to write (bincode of the command).
+    ControllerWrite(Vec<u8>),
 }
 
-impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetworkFactory<C> for LocalNetwork {
-    type Network = LocalNetwork;
-
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Self::Network {
-        LocalNetwork
+impl Rpc {
+    fn name(&self) -> &'static str {
+        match self {
+            Rpc::AppendEntries(_) => "append_entries",
+            Rpc::Vote(_) => "vote",
+            Rpc::InstallSnapshot(_) => "install_snapshot",
+            Rpc::ControllerWrite(_) => "controller_write",
+        }
     }
 }
 
-impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetwork<C> for LocalNetwork {
+/// One frame on a connection between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+enum Message {
+    /// First frame of a connection, from the dialer.
+    Hello {
+        cluster: String,
+        node: u64,
+    },
+    Request {
+        id: u64,
+        group: GroupId,
+        rpc: Rpc,
+    },
+    /// The bincode of the answer, or why there is none.
+    Response {
+        id: u64,
+        body: Result<Vec<u8>, String>,
+    },
+}
+
+/// What answers requests from other nodes (the node itself).
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `rpc` for `group`, from node `from`: the bincode of the answer.
+    async fn handle(&self, from: u64, group: GroupId, rpc: Rpc) -> Result<Vec<u8>, String>;
+}
+
+/// This node's links to every other node of the cluster.
+pub struct Peers {
+    pub node_id: u64,
+    cluster: String,
+    links: BTreeMap<u64, Arc<Link>>,
+    own_address: Option<String>,
+    handler: OnceLock<Weak<dyn Handler>>,
+    /// Test hook: while set, nothing is sent or answered (as if the network were cut).
+    isolated: AtomicBool,
+}
+
+/// The connection to one peer, and the requests waiting for its answers.
+pub struct Link {
+    pub peer: u64,
+    pub addr: String,
+    out: Mutex<Option<mpsc::UnboundedSender<Message>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>>,
+    next_id: AtomicU64,
+    /// Bumped for every new connection, so an old connection's end does not clear a new one.
+    generation: AtomicU64,
+}
+
+impl Peers {
+    /// Links to every node of `peers` (node id → raft address) but this one.
+    pub fn new(node_id: u64, cluster: &str, peers: &BTreeMap<u64, String>) -> Arc<Peers> {
+        let links = peers
+            .iter()
+            .filter(|(id, _)| **id != node_id)
+            .map(|(id, addr)| {
+                let link = Link {
+                    peer: *id,
+                    addr: addr.clone(),
+                    out: Mutex::new(None),
+                    pending: Mutex::new(HashMap::new()),
+                    next_id: AtomicU64::new(1),
+                    generation: AtomicU64::new(0),
+                };
+                (*id, Arc::new(link))
+            })
+            .collect();
+        Arc::new(Peers {
+            node_id,
+            cluster: cluster.to_string(),
+            links,
+            own_address: peers.get(&node_id).cloned(),
+            handler: OnceLock::new(),
+            isolated: AtomicBool::new(false),
+        })
+    }
+
+    /// Sets who answers requests; before that, requests are refused.
+    pub fn set_handler(&self, handler: Weak<dyn Handler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// Cuts (or restores) this node off from every other, both ways.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::SeqCst);
+    }
+
+    fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::SeqCst)
+    }
+
+    /// The raft address of `node` (this one's own included), as configured.
+    pub fn address(&self, node: u64) -> Option<String> {
+        if node == self.node_id {
+            return self.own_address.clone();
+        }
+        self.links.get(&node).map(|l| l.addr.clone())
+    }
+
+    pub fn link(&self, peer: u64) -> Option<Arc<Link>> {
+        self.links.get(&peer).cloned()
+    }
+
+    /// Whether a connection to `peer` is up now.
+    pub fn connected(&self, peer: u64) -> bool {
+        self.links.get(&peer).is_some_and(|l| l.out.lock().expect("link lock").is_some())
+    }
+
+    /// Sends `rpc` for `group` to `peer` and waits (at most `timeout`) for the answer.
+    pub async fn request(&self, peer: u64, group: GroupId, rpc: Rpc, timeout: Duration) -> Result<Vec<u8>, Failure> {
+        let link = self.links.get(&peer).ok_or_else(|| Failure::Unreachable(format!("node {peer} is not a peer")))?;
+        if self.isolated() {
+            return Err(Failure::Unreachable(format!("node {} is isolated", self.node_id)));
+        }
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        link.pending.lock().expect("link lock").insert(id, tx);
+        let sent = match link.out.lock().expect("link lock").as_ref() {
+            Some(out) => out.send(Message::Request { id, group, rpc }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            link.pending.lock().expect("link lock").remove(&id);
+            return Err(Failure::Unreachable(format!("no connection to node {peer}")));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(body))) => Ok(body),
+            Ok(Ok(Err(e))) => Err(Failure::Remote(e)),
+            Ok(Err(_)) => Err(Failure::Network(format!("connection to node {peer} closed"))),
+            Err(_) => {
+                link.pending.lock().expect("link lock").remove(&id);
+                Err(Failure::Network(format!("node {peer} did not answer within {timeout:?}")))
+            }
+        }
+    }
+
+    /// Dials the peers with higher ids (and keeps redialing), and accepts connections from
+    /// the others on `listener`, until `shutdown`.
+    pub fn start(self: &Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        for link in self.links.values().filter(|l| l.peer > self.node_id) {
+            tokio::spawn(dial(self.clone(), link.clone(), shutdown.clone()));
+        }
+        tokio::spawn(accept(self.clone(), listener, shutdown));
+    }
+}
+
+/// Why a request to a peer has no answer.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Not sent: no connection.
+    Unreachable(String),
+    /// Sent, but the connection failed or the answer did not come in time.
+    Network(String),
+    /// The peer answered with an error.
+    Remote(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(e) | Failure::Network(e) | Failure::Remote(e) => f.write_str(e),
+        }
+    }
+}
+
+async fn dial(peers: Arc<Peers>, link: Arc<Link>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        match TcpStream::connect(&link.addr).await {
+            Ok(mut stream) => {
+                let _ = stream.set_nodelay(true);
+                let hello = Message::Hello { cluster: peers.cluster.clone(), node: peers.node_id };
+                if write_frame(&mut stream, &hello).await.is_ok() {
+                    tokio::select! {
+                        _ = run(peers.clone(), link.clone(), stream) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            Err(e) => tracing::trace!(peer = link.peer, addr = %link.addr, error = %e, "cannot reach peer"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REDIAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn accept(peers: Arc<Peers>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (mut stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "raft listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let peers = peers.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let hello = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream)).await;
+            let link = match hello {
+                Ok(Ok(Message::Hello { cluster, node })) if cluster == peers.cluster => match peers.link(node) {
+                    Some(link) => link,
+                    None => {
+                        tracing::warn!(%addr, node, "connection from a node that is not a peer refused");
+                        return;
+                    }
+                },
+                Ok(Ok(Message::Hello { cluster, node })) => {
+                    tracing::warn!(%addr, node, cluster, "connection from another cluster refused");
+                    return;
+                }
+                _ => {
+                    tracing::debug!(%addr, "raft connection without a hello closed");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = run(peers, link, stream) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Serves one connection to `link`'s peer until it fails: becomes the link's way out,
+/// answers the peer's requests, and hands answers to the requests waiting for them.
+async fn run(peers: Arc<Peers>, link: Arc<Link>, stream: TcpStream) {
+    let (mut reader, writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let generation = link.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    *link.out.lock().expect("link lock") = Some(tx.clone());
+    tracing::info!(peer = link.peer, "raft connection up");
+    let write = async move {
+        let mut w = BufWriter::with_capacity(256 << 10, writer);
+        while let Some(m) = rx.recv().await {
+            write_frame(&mut w, &m).await?;
+            // Frames queued meanwhile go out in the same write.
+            while let Ok(m) = rx.try_recv() {
+                write_frame(&mut w, &m).await?;
+            }
+            w.flush().await?;
+        }
+        anyhow::Ok(())
+    };
+    let read = async {
+        loop {
+            let message = read_frame(&mut reader).await?;
+            if peers.isolated() {
+                continue;
+            }
+            match message {
+                Message::Request { id, group, rpc } => {
+                    let handler = peers.handler.get().and_then(|h| h.upgrade());
+                    let tx = tx.clone();
+                    let from = link.peer;
+                    tokio::spawn(async move {
+                        let kind = rpc.name();
+                        let body = match handler {
+                            Some(h) => h.handle(from, group, rpc).await,
+                            None => Err("node is starting".to_string()),
+                        };
+                        if let Err(e) = &body {
+                            tracing::trace!(from, group, kind, error = %e, "raft request failed");
+                        }
+                        let _ = tx.send(Message::Response { id, body });
+                    });
+                }
+                Message::Response { id, body } => {
+                    if let Some(waiting) = link.pending.lock().expect("link lock").remove(&id) {
+                        let _ = waiting.send(body);
+                    }
+                }
+                Message::Hello { .. } => anyhow::bail!("unexpected hello"),
+            }
+        }
+        #[allow(unreachable_code)]
+        anyhow::Ok(())
+    };
+    let result = tokio::select! {
+        r = write => r,
+        r = read => r,
+    };
+    if link.generation.load(Ordering::SeqCst) == generation {
+        *link.out.lock().expect("link lock") = None;
+        // Requests sent on this connection will not be answered.
+        link.pending.lock().expect("link lock").clear();
+    }
+    tracing::info!(peer = link.peer, reason = ?result.err(), "raft connection down");
+}
+
+async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, m: &Message) -> anyhow::Result<()> {
+    let body = bincode::serialize(m)?;
+    w.write_u32(body.len() as u32).await?;
+    w.write_all(&body).await?;
+    Ok(())
+}
+
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> anyhow::Result<Message> {
+    let len = r.read_u32().await? as usize;
+    anyhow::ensure!(len <= MAX_FRAME, "frame of {len} bytes is too large");
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).await?;
+    bincode::deserialize(&body).context("undecodable frame")
+}
+
+/// Bincode of an answer, as a handler returns it.
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    bincode::serialize(v).map_err(|e| e.to_string())
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    bincode::deserialize(b).map_err(|e| e.to_string())
+}
+
+/// The raft network of one group: its messages go over the node's [`Peers`].
+#[derive(Clone)]
+pub struct GroupNetwork {
+    pub peers: Arc<Peers>,
+    pub group: GroupId,
+}
+
+/// The network of one group to one peer.
+pub struct GroupClient {
+    peers: Arc<Peers>,
+    group: GroupId,
+    target: u64,
+}
+
+impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetworkFactory<C> for GroupNetwork
+where
+    C::D: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    type Network = GroupClient;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
+        GroupClient { peers: self.peers.clone(), group: self.group, target }
+    }
+}
+
+impl GroupClient {
+    async fn call<Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>> {
+        let body = self.peers.request(self.target, self.group, rpc, option.hard_ttl()).await.map_err(|f| match f {
+            Failure::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))),
+            Failure::Network(e) | Failure::Remote(e) => RPCError::Network(NetworkError::new(&std::io::Error::other(e))),
+        })?;
+        let answer: Result<Resp, E> =
+            decode(&body).map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn request_bytes<T: Serialize, E: std::error::Error>(v: &T) -> Result<Vec<u8>, RPCError<u64, BasicNode, E>> {
+    bincode::serialize(v).map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))
+}
+
+impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetwork<C> for GroupClient
+where
+    C::D: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned,
+{
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<C>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(unreachable()))
+        let bytes = request_bytes(&rpc)?;
+        self.call(Rpc::AppendEntries(bytes), &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<C>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<C>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        Err(RPCError::Unreachable(unreachable()))
+        let bytes = request_bytes(&rpc)?;
+        self.call(Rpc::InstallSnapshot(bytes), &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(unreachable()))
+        let bytes = request_bytes(&rpc)?;
+        self.call(Rpc::Vote(bytes), &option).await
+    }
+}
+
+/// Answers one raft message for `raft` (a group hosted here): decodes the request,
+/// hands it to raft, encodes the answer (errors included, for the sender's raft).
+pub async fn answer<C>(raft: &openraft::Raft<C>, rpc: Rpc) -> Result<Vec<u8>, String>
+where
+    C: RaftTypeConfig<NodeId = u64, Node = BasicNode, SnapshotData = std::io::Cursor<Vec<u8>>>,
+    C::D: Serialize + DeserializeOwned,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    match rpc {
+        Rpc::AppendEntries(b) => encode(&raft.append_entries(decode::<AppendEntriesRequest<C>>(&b)?).await),
+        Rpc::Vote(b) => encode(&raft.vote(decode::<VoteRequest<u64>>(&b)?).await),
+        Rpc::InstallSnapshot(b) => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<C>>(&b)?).await),
+        Rpc::ControllerWrite(_) => Err("not a raft message".into()),
     }
 }

@@ -8,9 +8,11 @@ use openraft::{BasicNode, Raft};
 use storage::{Db, GroupId, PartitionLog, RaftLogStore, StateStore};
 use tokio::sync::{watch, Mutex};
 
-use super::controller::{Controller, ControllerCmd, ControllerRefusal, ControllerReply, Metadata, TopicMeta};
+use super::controller::{
+    BrokerMeta, Controller, ControllerCmd, ControllerRefusal, ControllerReply, ControllerResp, Metadata, TopicMeta,
+};
 use super::machine::StateMachine;
-use super::network::LocalNetwork;
+use super::network::{self, GroupNetwork, Peers, Rpc};
 use super::partition::Partition;
 use super::ControllerTypes;
 use super::PartitionTypes;
@@ -23,11 +25,15 @@ pub const CONTROLLER_GROUP: GroupId = 0;
 
 /// How long a request waits for a new partition to elect its leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a forwarded controller write may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One broker process.
 pub struct Node {
     pub config: Config,
     pub db: Arc<Db>,
+    /// The other nodes of the cluster (none on a single node).
+    pub peers: Arc<Peers>,
     controller: Raft<ControllerTypes>,
     metadata: watch::Receiver<Arc<Metadata>>,
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
@@ -82,19 +88,16 @@ async fn store_group_changes(
 pub type AdminError = (ResponseError, String);
 
 impl Node {
-    /// Opens the data directory and starts every raft group stored there.
-    pub async fn open(config: Config) -> anyhow::Result<Arc<Node>> {
+    /// Opens the data directory and starts every raft group stored there; with peers,
+    /// joins them in the controller group (and waits until it has a leader).
+    pub async fn open(config: Config, peers: Arc<Peers>) -> anyhow::Result<Arc<Node>> {
         let db = Db::open(&config.data_dir)?;
         let (publish, metadata) = watch::channel(Arc::new(Metadata::default()));
         let sm =
             StateMachine::open(db.clone(), StateStore::new(db.clone(), CONTROLLER_GROUP), Controller::new(publish))?;
         let log = RaftLogStore::<ControllerTypes>::new(db.clone(), CONTROLLER_GROUP);
-        let controller = Raft::new(config.node_id, Arc::new(super::raft_config()), LocalNetwork, log, sm).await?;
-        if !controller.is_initialized().await? {
-            let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
-            controller.initialize(members).await?;
-        }
-        controller.wait(Some(READY_TIMEOUT)).current_leader(config.node_id, "controller leader").await?;
+        let net = GroupNetwork { peers: peers.clone(), group: CONTROLLER_GROUP };
+        let controller = Raft::new(config.node_id, Arc::new(super::raft_config()), net, log, sm).await?;
         let stop_groups = tokio_util::sync::CancellationToken::new();
         let settings = crate::group::coordinator::Settings {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -106,6 +109,7 @@ impl Node {
         let node = Arc::new(Node {
             config,
             db,
+            peers: peers.clone(),
             controller,
             metadata,
             partitions: RwLock::new(HashMap::new()),
@@ -114,16 +118,72 @@ impl Node {
             stop_groups,
             producer_ids: Mutex::new(0..0),
         });
+        // From here the node answers the other nodes (votes for the controller first).
+        let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
+        peers.set_handler(handler);
+        if !node.controller.is_initialized().await? {
+            // Every voter initializes with the same members: raft's vote picks one leader.
+            node.controller.initialize(node.voters()).await?;
+        }
+        let has_leader = |m: &openraft::RaftMetrics<u64, BasicNode>| m.current_leader.is_some();
+        if node.controller.wait(Some(READY_TIMEOUT)).metrics(has_leader, "controller leader").await.is_err() {
+            tracing::warn!("no controller leader yet: waiting for a quorum of the peers");
+            node.controller.wait(None).metrics(has_leader, "controller leader").await?;
+        }
         if node.metadata().cluster_id.is_empty() {
             let cluster_id = uuid::Uuid::new_v4().simple().to_string();
             node.write(ControllerCmd::SetClusterId { cluster_id })
                 .await
                 .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
         }
+        let me = BrokerMeta {
+            kafka: node.config.advertised().to_string(),
+            raft: node.peers.address(node.config.node_id).unwrap_or_default(),
+        };
+        if node.metadata().brokers.get(&node.config.node_id) != Some(&me) {
+            node.write(ControllerCmd::RegisterBroker { id: node.config.node_id, broker: me })
+                .await
+                .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
+        }
         node.reconcile().await?;
         node.load_groups()?;
         tokio::spawn(store_group_changes(Arc::downgrade(&node), changes));
+        tokio::spawn(follow_metadata(Arc::downgrade(&node), node.metadata.clone()));
         Ok(node)
+    }
+
+    /// The controller's voters: every peer, or this node alone.
+    fn voters(&self) -> BTreeMap<u64, BasicNode> {
+        let peers = self.config.peer_map();
+        if peers.is_empty() {
+            return BTreeMap::from([(self.config.node_id, BasicNode::default())]);
+        }
+        peers.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect()
+    }
+
+    /// The nodes new partitions are placed on: the voters and every registered node.
+    fn broker_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.voters().into_keys().collect();
+        ids.extend(self.metadata().brokers.keys());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Replica sets for `count` new partitions, `factor` replicas each (at most one per
+    /// node): round robin over the nodes, starting after the partitions placed so far,
+    /// so that replicas and preferred leaders spread evenly.
+    pub fn assign(&self, count: u32, factor: Option<usize>) -> Result<Vec<Vec<u64>>, AdminError> {
+        let nodes = self.broker_ids();
+        let factor = factor.unwrap_or(nodes.len().min(3));
+        if factor == 0 || factor > nodes.len() {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {factor} with {} nodes", nodes.len()),
+            ));
+        }
+        let placed: usize = self.metadata().topics.values().map(|t| t.partitions.len()).sum();
+        Ok((0..count as usize).map(|p| (0..factor).map(|r| nodes[(placed + p + r) % nodes.len()]).collect()).collect())
     }
 
     /// Deletes a consumer group without members, with its offsets and record (DeleteGroups,
@@ -188,13 +248,49 @@ impl Node {
     }
 
     /// Writes a metadata change; what the controller answered, refusals included.
-    pub async fn write_catalog(&self, cmd: ControllerCmd) -> Result<super::controller::ControllerResp, String> {
-        self.controller.client_write(cmd).await.map(|r| r.data).map_err(|e| e.to_string())
+    pub async fn write_catalog(&self, cmd: ControllerCmd) -> Result<ControllerResp, String> {
+        self.controller_write(cmd).await.map_err(|(_, m)| m)
+    }
+
+    /// Writes through the controller group, on its leader: here, or forwarded to the
+    /// node that leads it (waiting out an election).
+    async fn controller_write(&self, cmd: ControllerCmd) -> Result<ControllerResp, AdminError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            let leader = match self.controller.client_write(cmd.clone()).await {
+                Ok(r) => return Ok(r.data),
+                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                    f.leader_id
+                }
+                Err(e) => return Err((raft_write_code(&e), e.to_string())),
+            };
+            let forwarded = match leader {
+                Some(leader) if leader != self.config.node_id => {
+                    let bytes = network::encode(&cmd).map_err(|e| (ResponseError::UnknownServerError, e))?;
+                    match self
+                        .peers
+                        .request(leader, CONTROLLER_GROUP, Rpc::ControllerWrite(bytes), FORWARD_TIMEOUT)
+                        .await
+                    {
+                        Ok(answer) => match network::decode::<Result<ControllerResp, String>>(&answer) {
+                            Ok(Ok(resp)) => return Ok(resp),
+                            Ok(Err(e)) | Err(e) => e,
+                        },
+                        Err(e) => e.to_string(),
+                    }
+                }
+                _ => "no controller leader".to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err((ResponseError::NotController, forwarded));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn write_reply(&self, cmd: ControllerCmd) -> Result<ControllerReply, AdminError> {
-        match self.controller.client_write(cmd).await {
-            Ok(r) => r.data.map_err(|refusal| match refusal {
+        match self.controller_write(cmd).await {
+            Ok(r) => r.map_err(|refusal| match refusal {
                 ControllerRefusal::TopicExists => (ResponseError::TopicAlreadyExists, "topic already exists".into()),
                 ControllerRefusal::UnknownTopic => (ResponseError::UnknownTopicOrPartition, "unknown topic".into()),
                 ControllerRefusal::InvalidPartitions => {
@@ -203,7 +299,7 @@ impl Node {
                 ControllerRefusal::SourceExists => (ResponseError::InvalidRequest, "source exists".into()),
                 ControllerRefusal::UnknownSource => (ResponseError::InvalidRequest, "unknown source".into()),
             }),
-            Err(e) => Err((raft_write_code(&e), e.to_string())),
+            Err(e) => Err(e),
         }
     }
 
@@ -228,10 +324,18 @@ impl Node {
     pub async fn reconcile(&self) -> anyhow::Result<()> {
         let _guard = self.reconcile_lock.lock().await;
         let metadata = self.metadata();
-        let wanted: HashMap<GroupId, (String, i32)> = metadata
+        let me = self.config.node_id;
+        let wanted: HashMap<GroupId, (String, i32, Vec<u64>)> = metadata
             .topics
             .iter()
-            .flat_map(|(name, t)| t.partitions.iter().enumerate().map(move |(i, g)| (*g, (name.clone(), i as i32))))
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .iter()
+                    .zip(&t.replicas)
+                    .enumerate()
+                    .map(move |(i, (g, r))| (*g, (name.clone(), i as i32, r.clone())))
+            })
+            .filter(|(_, (_, _, replicas))| replicas.contains(&me))
             .collect();
         let existing: Vec<GroupId> = self.partitions.read().expect("partition map lock").keys().copied().collect();
         for group in existing.iter().filter(|g| !wanted.contains_key(g)) {
@@ -242,17 +346,20 @@ impl Node {
                 tracing::info!(topic = %p.topic, partition = p.index, group, "partition deleted");
             }
         }
-        for (group, (topic, index)) in wanted {
+        for (group, (topic, index, replicas)) in wanted {
             if existing.contains(&group) {
                 continue;
             }
+            let members =
+                replicas.iter().map(|id| (*id, BasicNode::new(self.peers.address(*id).unwrap_or_default()))).collect();
             let p = Partition::start(
                 self.db.clone(),
-                self.config.node_id,
                 group,
                 topic,
                 index,
                 self.config.producer_id_expiration_ms,
+                GroupNetwork { peers: self.peers.clone(), group },
+                members,
             )
             .await?;
             self.partitions.write().expect("partition map lock").insert(group, p);
@@ -273,7 +380,8 @@ impl Node {
         configs: BTreeMap<String, String>,
     ) -> Result<(), AdminError> {
         let id = *uuid::Uuid::new_v4().as_bytes();
-        self.write(ControllerCmd::CreateTopic { name: name.to_string(), id, partitions, configs }).await?;
+        let replicas = self.assign(partitions, None)?;
+        self.write(ControllerCmd::CreateTopic { name: name.to_string(), id, replicas, configs }).await?;
         self.reconcile().await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
         tracing::info!(topic = name, partitions, "topic created");
         self.wait_topic_ready(name).await;
@@ -337,7 +445,13 @@ impl Node {
     }
 
     pub async fn create_partitions(&self, name: &str, count: u32) -> Result<(), AdminError> {
-        self.write(ControllerCmd::CreatePartitions { name: name.to_string(), count }).await?;
+        let now = self.metadata().topics.get(name).map_or(0, |t| t.partitions.len() as u32);
+        if count <= now {
+            return Err((ResponseError::InvalidPartitions, "partition count can only grow".into()));
+        }
+        let factor = self.metadata().topics.get(name).and_then(|t| t.replicas.first()).map(|r| r.len());
+        let replicas = self.assign(count - now, factor)?;
+        self.write(ControllerCmd::CreatePartitions { name: name.to_string(), count, replicas }).await?;
         self.reconcile().await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
         self.wait_topic_ready(name).await;
         Ok(())
@@ -351,6 +465,41 @@ impl Node {
         }
         if let Err(e) = self.controller.shutdown().await {
             tracing::warn!(error = %e, "controller raft did not shut down cleanly");
+        }
+    }
+}
+
+/// Starts the partitions metadata places here (and stops deleted ones) as the
+/// controller's state changes, whoever changed it.
+async fn follow_metadata(node: std::sync::Weak<Node>, mut metadata: watch::Receiver<Arc<Metadata>>) {
+    while metadata.changed().await.is_ok() {
+        let Some(node) = node.upgrade() else { return };
+        if node.stop_groups.is_cancelled() {
+            return;
+        }
+        if let Err(e) = node.reconcile().await {
+            tracing::error!(error = %e, "cannot start or stop partitions after a metadata change");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl network::Handler for Node {
+    async fn handle(&self, _from: u64, group: GroupId, rpc: Rpc) -> Result<Vec<u8>, String> {
+        if group == CONTROLLER_GROUP {
+            return match rpc {
+                Rpc::ControllerWrite(cmd) => {
+                    let cmd: ControllerCmd = network::decode(&cmd)?;
+                    let answer = self.controller.client_write(cmd).await.map(|r| r.data).map_err(|e| e.to_string());
+                    network::encode(&answer)
+                }
+                rpc => network::answer(&self.controller, rpc).await,
+            };
+        }
+        let partition = self.partitions.read().expect("partition map lock").get(&group).cloned();
+        match partition {
+            Some(p) => network::answer(&p.raft, rpc).await,
+            None => Err(format!("group {group} is not on node {}", self.config.node_id)),
         }
     }
 }

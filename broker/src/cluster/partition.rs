@@ -19,7 +19,7 @@ use storage::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{Machine, StateMachine};
-use super::network::LocalNetwork;
+use super::network::GroupNetwork;
 use super::producers::{ProducerState, Producers, Verdict};
 use super::PartitionTypes;
 use crate::error::{raft_write_code, ResponseError};
@@ -353,14 +353,17 @@ const SNAPSHOT_BYTES: usize = 512 << 20;
 
 impl Partition {
     /// Opens (or creates) the partition's group and starts its raft and batcher.
+    /// `members` are the replicas (this node among them); `network` reaches the others.
     pub async fn start(
         db: Arc<Db>,
-        node_id: u64,
         group: GroupId,
         topic: String,
         index: i32,
         producer_id_expiration_ms: i64,
+        network: GroupNetwork,
+        members: std::collections::BTreeMap<u64, BasicNode>,
     ) -> anyhow::Result<Arc<Partition>> {
+        let node_id = network.peers.node_id;
         let segments = Segments::open(db.segments_dir(group))?;
         let log = PartitionLog::new(db.clone(), group, segments.clone());
         let (publish, offsets) = watch::channel(Offsets::default());
@@ -387,9 +390,9 @@ impl Partition {
         };
         segments.init_data_floor(floor);
         let log_store = RaftLogStore::<PartitionTypes>::with_segments(db.clone(), group, segments)?;
-        let raft = Raft::new(node_id, Arc::new(super::raft_config()), LocalNetwork, log_store, sm).await?;
+        let raft = Raft::new(node_id, Arc::new(super::raft_config()), network, log_store, sm).await?;
         if !raft.is_initialized().await? {
-            let members = std::collections::BTreeMap::from([(node_id, BasicNode::default())]);
+            // Every replica initializes with the same members: raft's vote picks one leader.
             raft.initialize(members).await?;
         }
         let (tx, rx) = mpsc::channel(1024);
@@ -487,10 +490,14 @@ impl Partition {
         m.current_leader == Some(m.id)
     }
 
-    /// Waits until the partition has a leader (and its term's blank entry applied).
+    /// The node that leads the partition now, as far as this replica knows.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits until the partition has a leader.
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
-        let me = self.raft.metrics().borrow().id;
-        self.raft.wait(Some(timeout)).current_leader(me, "partition leader").await.is_ok()
+        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "partition leader").await.is_ok()
     }
 
     /// Stops the group's raft and batcher.
