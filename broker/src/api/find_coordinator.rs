@@ -1,5 +1,5 @@
 //! FindCoordinator: the node leading the `__consumer_offsets` partition a group hashes
-//! to (this one, on a single node), the topic made on first use. v4+ asks for several
+//! to, the topic made on first use. v4+ asks for several
 //! keys at once. Transactions are not implemented: a transaction coordinator is refused
 //! with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, an error clients treat as fatal, so
 //! `init_transactions()` fails at once rather than retrying until its timeout.
@@ -16,12 +16,11 @@ const TRANSACTION: i8 = 1;
 
 pub async fn handle(call: &Call, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let node = &call.node;
-    let (host, port) = crate::config::split_host_port(node.config.advertised());
     let keys = if call.version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
     let mut coordinators = Vec::new();
     for key in keys {
         let found = match req.key_type {
-            GROUP => node.coordinator_for(&key).await.map(|_| ()).map_err(|code| {
+            GROUP => node.coordinator_node(&key).await.map_err(|code| {
                 let why = match code {
                     ResponseError::InvalidGroupId => "the group id is empty",
                     ResponseError::NotCoordinator => "this node does not lead the group's partition",
@@ -32,11 +31,18 @@ pub async fn handle(call: &Call, req: FindCoordinatorRequest) -> FindCoordinator
             TRANSACTION => Err((ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported")),
             _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         };
+        let found = found.and_then(|id| {
+            let (host, port) = node.broker_address(id).ok_or((
+                ResponseError::CoordinatorNotAvailable,
+                "the coordinating node has not registered its address",
+            ))?;
+            Ok((id, host, port))
+        });
         coordinators.push(match found {
-            Ok(()) => Coordinator::default()
+            Ok((id, host, port)) => Coordinator::default()
                 .with_key(key)
-                .with_node_id(BrokerId(node.config.node_id as i32))
-                .with_host(StrBytes::from_string(host.clone()))
+                .with_node_id(BrokerId(id as i32))
+                .with_host(StrBytes::from_string(host))
                 .with_port(port),
             Err((code, why)) => Coordinator::default()
                 .with_key(key)

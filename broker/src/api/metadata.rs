@@ -55,14 +55,26 @@ pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
     }
 
     let metadata = node.metadata();
-    let (host, port) = crate::config::split_host_port(node.config.advertised());
+    let mut ids: Vec<u64> = metadata.brokers.keys().copied().collect();
+    if !ids.contains(&node.config.node_id) {
+        ids.push(node.config.node_id);
+    }
+    let brokers = ids
+        .into_iter()
+        .filter_map(|id| {
+            let (host, port) = node.broker_address(id)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(id as i32))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port),
+            )
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node.config.node_id as i32))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
-        .with_controller_id(BrokerId(node.config.node_id as i32))
+        .with_controller_id(BrokerId(node.controller_leader().map_or(-1, |id| id as i32)))
         .with_topics(topics)
         .with_cluster_authorized_operations(operations::answer(
             req.include_cluster_authorized_operations,
@@ -105,21 +117,26 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
             .with_name(topic_name)
             .with_topic_authorized_operations(operations::NOT_REQUESTED);
     };
-    let me = BrokerId(node.config.node_id as i32);
     let partitions = (0..topic.partitions.len() as i32)
         .map(|index| {
-            let leader = node.partition(name, index).filter(|p| p.is_leader());
-            let p = MetadataResponsePartition::default().with_partition_index(index);
-            match leader {
+            let replicas: Vec<BrokerId> = topic
+                .replicas
+                .get(index as usize)
+                .map(|r| r.iter().map(|id| BrokerId(*id as i32)).collect())
+                .unwrap_or_default();
+            let hosted = node.partition(name, index);
+            let leader = hosted.as_ref().and_then(|p| p.leader());
+            let p = MetadataResponsePartition::default().with_partition_index(index).with_replica_nodes(replicas);
+            match (hosted, leader) {
                 // Leader epoch -1: clients then skip OffsetForLeaderEpoch validation.
-                Some(_) => {
-                    p.with_leader_id(me).with_leader_epoch(-1).with_replica_nodes(vec![me]).with_isr_nodes(vec![me])
-                }
-                None => p
+                (Some(hosted), Some(leader)) => p
+                    .with_leader_id(BrokerId(leader as i32))
+                    .with_leader_epoch(-1)
+                    .with_isr_nodes(hosted.in_sync().into_iter().map(|id| BrokerId(id as i32)).collect()),
+                _ => p
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
                     .with_leader_id(BrokerId(-1))
-                    .with_leader_epoch(-1)
-                    .with_replica_nodes(vec![me]),
+                    .with_leader_epoch(-1),
             }
         })
         .collect();

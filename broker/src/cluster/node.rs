@@ -57,6 +57,13 @@ pub fn java_string_hash(s: &str) -> i32 {
     s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
+/// The offsets topic partition of `group` among `count` (as Kafka:
+/// `abs(hashCode(group)) % partitions`).
+fn offsets_partition(group: &str, count: usize) -> i32 {
+    let hash = java_string_hash(group);
+    (if hash == i32::MIN { 0 } else { hash.abs() } as usize % count.max(1)) as i32
+}
+
 /// Writes changed group records through their coordinating partitions, one at a time so
 /// each group's records land in the order they were made.
 async fn store_group_changes(
@@ -418,13 +425,39 @@ impl Node {
         if count == 0 {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        let hash = java_string_hash(group);
-        let index = if hash == i32::MIN { 0 } else { hash.abs() } as usize % count;
-        match self.partition(OFFSETS_TOPIC, index as i32) {
+        match self.partition(OFFSETS_TOPIC, offsets_partition(group, count)) {
             Some(p) if p.is_leader() => Ok(p),
             Some(_) => Err(ResponseError::NotCoordinator),
             None => Err(ResponseError::CoordinatorNotAvailable),
         }
+    }
+
+    /// The node coordinating `group`: the leader of its offsets partition (the topic made
+    /// on first use).
+    pub async fn coordinator_node(&self, group: &str) -> Result<u64, ResponseError> {
+        match self.coordinator_for(group).await {
+            Ok(_) => Ok(self.config.node_id),
+            Err(ResponseError::NotCoordinator) => {
+                let count = self.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+                self.partition(OFFSETS_TOPIC, offsets_partition(group, count))
+                    .and_then(|p| p.leader())
+                    .ok_or(ResponseError::CoordinatorNotAvailable)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The node leading the controller group now, if there is one.
+    pub fn controller_leader(&self) -> Option<u64> {
+        self.controller.metrics().borrow().current_leader
+    }
+
+    /// Where Kafka clients reach node `id`, as it registered (this node: as configured).
+    pub fn broker_address(&self, id: u64) -> Option<(String, i32)> {
+        if id == self.config.node_id {
+            return Some(crate::config::split_host_port(self.config.advertised()));
+        }
+        self.metadata().brokers.get(&id).map(|b| crate::config::split_host_port(&b.kafka))
     }
 
     /// Waits (bounded) until every partition of `topic` has a leader.

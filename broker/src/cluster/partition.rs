@@ -495,6 +495,24 @@ impl Partition {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// The replicas caught up with the leader (Kafka's ISR). The leader knows how far
+    /// each follower has matched its log: those at its last log entry are in sync. A
+    /// follower does not know, and reports every voter.
+    pub fn in_sync(&self) -> Vec<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        match &m.replication {
+            Some(progress) if m.current_leader == Some(m.id) => {
+                let last = m.last_log_index;
+                voters
+                    .into_iter()
+                    .filter(|id| *id == m.id || progress.get(id).is_some_and(|l| l.map(|l| l.index) >= last))
+                    .collect()
+            }
+            _ => voters,
+        }
+    }
+
     /// Waits until the partition has a leader.
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
         self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "partition leader").await.is_ok()
