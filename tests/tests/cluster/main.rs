@@ -2,6 +2,8 @@
 //! partition is replicated by its own raft group, and a partition's records survive the
 //! loss of its leader.
 
+mod nemesis;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,316 @@
+//! A short Jepsen-style run on three real nodes: idempotent acks=all producers write while
+//! a nemesis kills nodes with SIGKILL and restarts them. At the end every acknowledged
+//! record is stored exactly once, at the offset it was acknowledged with, in its
+//! producer's order within its partition, and every replica holds the same records.
+//! `QUARRY_NEMESIS_SECS` sets how long the nemesis runs (default 40).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName};
+use tests::requests::*;
+use tests::*;
+use tokio::sync::Mutex;
+
+const TOPIC: &str = "jepsen";
+const PARTITIONS: i32 = 3;
+const PRODUCERS: u64 = 3;
+
+struct Process {
+    id: u64,
+    kafka: u16,
+    raft: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn spawn(&mut self, peers: &str) {
+        let child = Command::new(quarry_binary())
+            .args(["serve", "--node-id", &self.id.to_string(), "--data-dir"])
+            .arg(&self.dir)
+            .args(["--kafka-listen", &format!("127.0.0.1:{}", self.kafka)])
+            .args(["--raft-listen", &format!("127.0.0.1:{}", self.raft), "--peers", peers])
+            .args(["--http-listen", "127.0.0.1:0", "--sql-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start quarry");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reap");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A small deterministic random source (xorshift).
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Produces with acks=all to `port`; the base offset, or the error code (-1: no answer).
+async fn produce_at(port: u16, partition: i32, batch: Bytes) -> Result<i64, i16> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        drop(stream);
+        let mut c = Client::connect(([127, 0, 0, 1], port).into()).await;
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(TopicName(TOPIC.to_string().into())).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
+            ]),
+        ]);
+        c.try_send(ApiKey::Produce, 9, &RequestKind::Produce(req)).await?;
+        let frame = c.read_frame().await?;
+        let (_, ResponseKind::Produce(r)) = protocol::frame::decode_response(frame, ApiKey::Produce, 9).ok()? else {
+            return None;
+        };
+        let p = &r.responses[0].partition_responses[0];
+        Some(if p.error_code == 0 { Ok(p.base_offset) } else { Err(p.error_code) })
+    };
+    tokio::time::timeout(Duration::from_secs(8), attempt).await.ok().flatten().unwrap_or(Err(-1))
+}
+
+/// The Kafka port of each partition's leader, asked of any node that answers.
+async fn leader_ports(ports: &[u16]) -> Option<Vec<u16>> {
+    for port in ports {
+        let ask = async {
+            tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.ok()?;
+            let mut c = Client::connect(([127, 0, 0, 1], *port).into()).await;
+            let m = metadata(&mut c, &[TOPIC], false).await;
+            let by_id: HashMap<i32, u16> = m.brokers.iter().map(|b| (b.node_id.0, b.port as u16)).collect();
+            let t = m.topics.first()?;
+            t.partitions
+                .iter()
+                .map(|p| (p.error_code == 0).then(|| by_id.get(&p.leader_id.0).copied()).flatten())
+                .collect()
+        };
+        if let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(3), ask).await {
+            return Some(l);
+        }
+    }
+    None
+}
+
+/// What was acknowledged: record id -> (partition, offset).
+type Acked = Arc<Mutex<HashMap<u64, (i32, i64)>>>;
+
+/// Writes batches of 5 records round robin over the partitions until `stop`, each batch
+/// retried (same producer id and sequence) at whichever node leads its partition until
+/// it is acknowledged.
+async fn producer(ports: Vec<u16>, p: u64, pid: i64, stop: Arc<AtomicBool>, acked: Acked) -> (u64, u64) {
+    let mut sequences = [0i32; PARTITIONS as usize];
+    let mut leaders: Option<Vec<u16>> = None;
+    let (mut batches, mut retries) = (0u64, 0u64);
+    for n in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let partition = (n % PARTITIONS as u64) as i32;
+        let ids: Vec<u64> = (0..5).map(|i| p << 40 | n << 8 | i).collect();
+        let records: Vec<TestRecord> = ids.iter().map(|id| TestRecord::new("k", &id.to_string(), 1000)).collect();
+        let seq = &mut sequences[partition as usize];
+        let batch = encode_producer_batch(&records, pid, 0, *seq);
+        *seq += records.len() as i32;
+        let give_up = Instant::now() + Duration::from_secs(90);
+        loop {
+            if leaders.is_none() {
+                leaders = leader_ports(&ports).await;
+            }
+            let port = leaders.as_ref().map(|l| l[partition as usize]);
+            let answer = match port {
+                Some(port) => produce_at(port, partition, batch.clone()).await,
+                None => Err(-1),
+            };
+            match answer {
+                Ok(base) => {
+                    let mut a = acked.lock().await;
+                    for (i, id) in ids.iter().enumerate() {
+                        let at = (partition, base + i as i64);
+                        assert_eq!(*a.entry(*id).or_insert(at), at, "record {id:#x} acknowledged at two offsets");
+                    }
+                    break;
+                }
+                // Not the leader, no answer, no leader yet: find the leader again.
+                Err(code) if [-1, 6, 5, 7, 3].contains(&code) => {
+                    retries += 1;
+                    leaders = None;
+                    assert!(Instant::now() < give_up, "batch {n} of producer {p} not acknowledged in 90 s");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(code) => panic!("producer {p} batch {n}: error {code}"),
+            }
+        }
+        batches += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (batches, retries)
+}
+
+/// Every record of a partition as one node serves it: (offset, id).
+async fn read_all(port: u16, partition: i32) -> Vec<(i64, u64)> {
+    let mut c = Client::connect(([127, 0, 0, 1], port).into()).await;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let data = fetch(&mut c, TOPIC, partition, offset, 0, 1).await;
+        assert_eq!(data.error_code, 0, "fetch of partition {partition} at {offset} from port {port}");
+        let records = decode_records(data.records.unwrap_or_default());
+        let Some(last) = records.last() else { break };
+        offset = last.0 + 1;
+        for (o, r) in records {
+            out.push((o, std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap()));
+        }
+        if offset >= data.high_watermark {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_records_survive_kill_9_of_any_node() {
+    init_tracing();
+    let secs: u64 = std::env::var("QUARRY_NEMESIS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let mut nodes: Vec<Process> = (0..3)
+        .map(|i| Process {
+            id: i as u64 + 1,
+            kafka: free_port(),
+            raft: free_port(),
+            dir: dirs[i].path().to_path_buf(),
+            child: None,
+        })
+        .collect();
+    let peers = nodes.iter().map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+    for n in nodes.iter_mut() {
+        n.spawn(&peers);
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.kafka).collect();
+    // The nodes answer once the controller has a leader.
+    let mut admin = None;
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", ports[0])).await.is_ok() {
+            admin = Some(Client::connect(([127, 0, 0, 1], ports[0]).into()).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut admin = admin.expect("node 1 listens");
+    assert_eq!(create_topic(&mut admin, TOPIC, PARTITIONS, &[]).await, 0);
+    let mut pids = Vec::new();
+    for _ in 0..PRODUCERS {
+        use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+        let req = InitProducerIdRequest::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+        match admin.call(4, RequestKind::InitProducerId(req)).await {
+            ResponseKind::InitProducerId(r) if r.error_code == 0 => pids.push(r.producer_id.0),
+            other => panic!("InitProducerId failed: {other:?}"),
+        }
+    }
+    drop(admin);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Default::default();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| tokio::spawn(producer(ports.clone(), p, pids[p as usize], stop.clone(), acked.clone())))
+        .collect();
+
+    // The nemesis: one node at a time killed with SIGKILL, then restarted.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("nemesis seed {seed}");
+    let mut random = Random(seed);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut kills = 0;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(1500 + random.below(2000))).await;
+        let victim = random.below(3) as usize;
+        nodes[victim].kill();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(500 + random.below(2500))).await;
+        nodes[victim].spawn(&peers);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut batches, mut retries) = (0, 0);
+    for p in producers {
+        let (b, r) = p.await.expect("producer");
+        batches += b;
+        retries += r;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() >= 100, "only {} records acknowledged", acked.len());
+
+    // Every replica converges on the same records, which hold every acknowledged one once.
+    let leaders = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = leader_ports(&ports).await {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "no leaders after the nemesis");
+        }
+    };
+    let mut seen: HashMap<u64, Vec<(i32, i64)>> = HashMap::new();
+    for partition in 0..PARTITIONS {
+        let on_leader = read_all(leaders[partition as usize], partition).await;
+        for (o, id) in &on_leader {
+            seen.entry(*id).or_default().push((partition, *o));
+        }
+        // Within a partition each producer's records are in the order it wrote them.
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for (_, id) in &on_leader {
+            let (producer, n) = (id >> 40, id & ((1 << 40) - 1));
+            if let Some(before) = last.insert(producer, n) {
+                assert!(n > before, "partition {partition}: producer {producer} record {n:#x} after {before:#x}");
+            }
+        }
+        for port in &ports {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let replica = read_all(*port, partition).await;
+                if replica == on_leader {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica on port {port} of partition {partition} has {} records, the leader {}",
+                    replica.len(),
+                    on_leader.len()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for (id, at) in &acked {
+        assert_eq!(seen.get(id), Some(&vec![*at]), "acknowledged record {id:#x} must be stored once at {at:?}");
+    }
+    assert!(seen.values().all(|v| v.len() == 1), "no record is stored twice");
+    println!(
+        "nemesis: {secs} s, {kills} kill -9 + restart; {batches} batches, {retries} retries; {} records acknowledged, \
+         all present once on every replica ({} stored)",
+        acked.len(),
+        seen.len()
+    );
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
