@@ -46,9 +46,14 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: std::net::SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).unwrap();
-        Client { stream, correlation_id: 0 }
+        Client::try_connect(addr).await.expect("connect")
+    }
+
+    /// A connection, if the node accepts one (it may be down).
+    pub async fn try_connect(addr: std::net::SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(Client { stream, correlation_id: 0 })
     }
 
     /// Sends raw bytes (for malformed-input tests).

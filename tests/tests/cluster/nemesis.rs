@@ -30,6 +30,13 @@ struct Process {
     child: Option<Child>,
 }
 
+/// A node left running when a test fails is killed with its test.
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl Process {
     fn spawn(&mut self, peers: &str) {
         let child = Command::new(quarry_binary())
@@ -47,8 +54,8 @@ impl Process {
 
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill -9");
-            c.wait().expect("reap");
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -72,9 +79,7 @@ impl Random {
 /// Produces with acks=all to `port`; the base offset, or the error code (-1: no answer).
 async fn produce_at(port: u16, partition: i32, batch: Bytes) -> Result<i64, i16> {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        drop(stream);
-        let mut c = Client::connect(([127, 0, 0, 1], port).into()).await;
+        let mut c = Client::try_connect(([127, 0, 0, 1], port).into()).await?;
         let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5_000).with_topic_data(vec![
             TopicProduceData::default().with_name(TopicName(TOPIC.to_string().into())).with_partition_data(vec![
                 PartitionProduceData::default().with_index(partition).with_records(Some(batch)),
@@ -95,9 +100,8 @@ async fn produce_at(port: u16, partition: i32, batch: Bytes) -> Result<i64, i16>
 async fn leader_ports(ports: &[u16]) -> Option<Vec<u16>> {
     for port in ports {
         let ask = async {
-            tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.ok()?;
-            let mut c = Client::connect(([127, 0, 0, 1], *port).into()).await;
-            let m = metadata(&mut c, &[TOPIC], false).await;
+            let mut c = Client::try_connect(([127, 0, 0, 1], *port).into()).await?;
+            let m = try_metadata(&mut c).await?;
             let by_id: HashMap<i32, u16> = m.brokers.iter().map(|b| (b.node_id.0, b.port as u16)).collect();
             let t = m.topics.first()?;
             t.partitions
@@ -110,6 +114,20 @@ async fn leader_ports(ports: &[u16]) -> Option<Vec<u16>> {
         }
     }
     None
+}
+
+/// Metadata of the topic, if the node answers (it may die meanwhile).
+async fn try_metadata(c: &mut Client) -> Option<kafka_protocol::messages::MetadataResponse> {
+    use kafka_protocol::messages::{metadata_request, MetadataRequest};
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(TOPIC.to_string().into())))
+    ]));
+    c.try_send(ApiKey::Metadata, 12, &RequestKind::Metadata(req)).await?;
+    let frame = c.read_frame().await?;
+    match protocol::frame::decode_response(frame, ApiKey::Metadata, 12).ok()? {
+        (_, ResponseKind::Metadata(m)) => Some(m),
+        _ => None,
+    }
 }
 
 /// What was acknowledged: record id -> (partition, offset).
@@ -169,7 +187,15 @@ async fn producer(ports: Vec<u16>, p: u64, pid: i64, stop: Arc<AtomicBool>, acke
 
 /// Every record of a partition as one node serves it: (offset, id).
 async fn read_all(port: u16, partition: i32) -> Vec<(i64, u64)> {
-    let mut c = Client::connect(([127, 0, 0, 1], port).into()).await;
+    // A node restarted last may not listen yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = loop {
+        if let Some(c) = Client::try_connect(([127, 0, 0, 1], port).into()).await {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "port {port} does not accept connections");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
