@@ -15,11 +15,36 @@ pub struct Broker {
     pub port: u16,
     pub http: u16,
     pub sql: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Broker {
     pub fn start(bin: &Path) -> Result<Broker> {
+        let broker = Broker::spawn(bin, &[])?;
+        broker.wait_listening()?;
+        Ok(broker)
+    }
+
+    /// Three nodes forming one cluster (each a voter), once all listen.
+    pub fn start_cluster(bin: &Path) -> Result<Vec<Broker>> {
+        let raft: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+        let peers = (0..3).map(|i| format!("{}=127.0.0.1:{}", i + 1, raft[i])).collect::<Vec<_>>().join(",");
+        let nodes: Vec<Broker> = (0..3)
+            .map(|i| {
+                let args = ["--node-id".to_string(), (i + 1).to_string(), "--raft-listen".to_string()]
+                    .into_iter()
+                    .chain([format!("127.0.0.1:{}", raft[i]), "--peers".to_string(), peers.clone()])
+                    .collect::<Vec<_>>();
+                Broker::spawn(bin, &args)
+            })
+            .collect::<Result<_>>()?;
+        for n in &nodes {
+            n.wait_listening()?;
+        }
+        Ok(nodes)
+    }
+
+    fn spawn(bin: &Path, extra: &[String]) -> Result<Broker> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("quarry-bench-{}-{n}", std::process::id()));
@@ -32,6 +57,7 @@ impl Broker {
             .arg(&dir)
             .args(["--kafka-listen", &format!("127.0.0.1:{port}"), "--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--sql-listen", &format!("127.0.0.1:{sql}")])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(match std::env::var_os("BENCH_BROKER_LOG") {
                 Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
@@ -39,14 +65,18 @@ impl Broker {
             })
             .spawn()
             .context("start quarry")?;
+        Ok(Broker { child, port, http, sql, dir })
+    }
+
+    fn wait_listening(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() > deadline {
                 bail!("quarry did not start listening");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Broker { child, port, http, sql, dir })
+        Ok(())
     }
 
     /// The broker's `/metrics` lines whose names contain `filter`.

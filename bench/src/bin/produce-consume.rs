@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -512,6 +512,38 @@ fn main() -> Result<()> {
                 mb(plain),
             );
         }
+    }
+    // BENCH_REPEAT runs of 1 KiB acks=all on a fresh single node and a fresh 3-node
+    // cluster (3 replicas), one after the other on the same machine.
+    if run("cluster") {
+        let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+        let count = 300_000;
+        let mut runs = Vec::new();
+        for i in 0..repeat {
+            let single = Broker::start(&bin)?;
+            let one = count as f64 / produce_run(single.port, "replicated", "all", 1024, count)?.as_secs_f64();
+            let one_latency = latency_run(single.port, &format!("latency-single-{i}"), "all", 20_000, 10)?;
+            drop(single);
+            let cluster = Broker::start_cluster(&bin)?;
+            let three = count as f64 / produce_run(cluster[0].port, "replicated", "all", 1024, count)?.as_secs_f64();
+            let three_latency = latency_run(cluster[0].port, &format!("latency-cluster-{i}"), "all", 20_000, 10)?;
+            drop(cluster);
+            runs.push((one, three, one_latency, three_latency));
+        }
+        runs.sort_by(|a, b| (a.1 / a.0).total_cmp(&(b.1 / b.0)));
+        let (one, three, l1, l3) = runs[runs.len() / 2];
+        let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.1 / r.0)).collect();
+        println!(
+            "replication, 1 KiB acks=all, 1 partition: 3 replicas on 3 nodes {three:.0} rec/s ({:.1} MB/s), single node {one:.0} rec/s ({:.1} MB/s): {:.0}% (per run: {}); latency at 20k rec/s: 3 replicas p50 {:.2} ms p99 {:.2} ms, single p50 {:.2} ms p99 {:.2} ms",
+            three * 1024.0 / 1e6,
+            one * 1024.0 / 1e6,
+            three / one * 100.0,
+            ratios.join(", "),
+            l3.0,
+            l3.1,
+            l1.0,
+            l1.1
+        );
     }
     if run("group") {
         let count = 600_000;
