@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: deps build run test unit compat fuzz bench bench-sql clean
+.PHONY: deps build run test unit compat fuzz bench bench-sql soak clean
 
 deps:
 	@scripts/install-deps.sh
@@ -41,6 +41,10 @@ bench-sql: build
 	@[ -x bench/.venv/bin/pip ] || python3 -m venv --clear bench/.venv
 	@bench/.venv/bin/python -c 'import duckdb' 2>/dev/null || bench/.venv/bin/pip install -q -r bench/requirements.txt
 	cd bench && $(CARGO) run --release --bin sql
+
+# The cluster nemesis test for 10 minutes (make test runs it for 40 s).
+soak: build
+	QUARRY_NEMESIS_SECS=$${QUARRY_NEMESIS_SECS:-600} $(CARGO) test --release --workspace --test cluster nemesis -- --nocapture
 
 clean:
 	$(CARGO) clean

@@ -25,6 +25,8 @@ pub const CONTROLLER_GROUP: GroupId = 0;
 
 /// How long a request waits for a new partition to elect its leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a raft message for a partition not started here yet waits for it.
+const GROUP_WAIT: Duration = Duration::from_secs(2);
 /// How long a forwarded controller write may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -447,6 +449,15 @@ impl Node {
         }
     }
 
+    /// Whether metadata places partition group `group` on this node.
+    fn places_here(&self, group: GroupId) -> bool {
+        let me = self.config.node_id;
+        self.metadata()
+            .topics
+            .values()
+            .any(|t| t.partitions.iter().zip(&t.replicas).any(|(g, r)| *g == group && r.contains(&me)))
+    }
+
     /// The node leading the controller group now, if there is one.
     pub fn controller_leader(&self) -> Option<u64> {
         self.controller.metrics().borrow().current_leader
@@ -529,10 +540,22 @@ impl network::Handler for Node {
                 rpc => network::answer(&self.controller, rpc).await,
             };
         }
-        let partition = self.partitions.read().expect("partition map lock").get(&group).cloned();
-        match partition {
-            Some(p) => network::answer(&p.raft, rpc).await,
-            None => Err(format!("group {group} is not on node {}", self.config.node_id)),
+        // A replica of a new partition may ask before this node has applied the
+        // metadata that places the partition here: wait for it a little, rather than
+        // have the sender's election fail and wait out a whole election timeout.
+        let deadline = tokio::time::Instant::now() + GROUP_WAIT;
+        loop {
+            let partition = self.partitions.read().expect("partition map lock").get(&group).cloned();
+            match partition {
+                Some(p) => return network::answer(&p.raft, rpc).await,
+                None if tokio::time::Instant::now() < deadline && group >= self.metadata().next_group => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                None if tokio::time::Instant::now() < deadline && self.places_here(group) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                None => return Err(format!("group {group} is not on node {}", self.config.node_id)),
+            }
         }
     }
 }
