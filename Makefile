@@ -44,7 +44,7 @@ bench-sql: build
 
 # The cluster nemesis test for 10 minutes (make test runs it for 40 s).
 soak: build
-	QUARRY_NEMESIS_SECS=$${QUARRY_NEMESIS_SECS:-600} $(CARGO) test --release --workspace --test cluster nemesis -- --nocapture
+	QUARRY_NEMESIS_SECS=$${QUARRY_NEMESIS_SECS:-600} $(CARGO) test --release --workspace --test integration cluster::nemesis -- --nocapture
 
 clean:
 	$(CARGO) clean

@@ -8,8 +8,8 @@ use tests::*;
 use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::types::Type;
 
-use crate::fixtures::{self, T0};
-use crate::t30_slt::connect;
+use super::fixtures::{self, T0};
+use super::t30_slt::connect;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_parameters_types_and_errors() {

@@ -9,7 +9,7 @@ use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
 use tests::*;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use crate::fixtures;
+use super::fixtures;
 
 /// A connection to the node's SQL listener.
 struct Pg {
