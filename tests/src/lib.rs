@@ -32,6 +32,11 @@ pub fn test_config(dir: &Path) -> Config {
     }
 }
 
+/// A loopback port free now (for a node started next; another process could take it first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Starts a node with `config`.
 pub async fn start(config: Config) -> Server {
     init_tracing();

@@ -11,10 +11,6 @@ use kafka_protocol::messages::MetadataResponse;
 use tests::requests::*;
 use tests::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts three nodes that name each other as peers.
 async fn three_nodes(dirs: &[tempfile::TempDir]) -> Vec<Server> {
     let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();

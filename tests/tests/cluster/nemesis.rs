@@ -60,10 +60,6 @@ impl Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A small deterministic random source (xorshift).
 struct Random(u64);
 

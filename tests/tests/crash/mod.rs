@@ -18,10 +18,6 @@ struct Process {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn spawn_node(dir: &std::path::Path) -> Process {
     let port = free_port();
     let child = Command::new(quarry_binary())
