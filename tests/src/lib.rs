@@ -37,6 +37,13 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Held by the tests that start nodes on ports from [`free_port`], so that they run one
+/// at a time: two at once could be handed the same free port.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Starts a node with `config`.
 pub async fn start(config: Config) -> Server {
     init_tracing();

@@ -359,8 +359,6 @@ impl Node {
             if existing.contains(&group) {
                 continue;
             }
-            let members =
-                replicas.iter().map(|id| (*id, BasicNode::new(self.peers.address(*id).unwrap_or_default()))).collect();
             let p = Partition::start(
                 self.db.clone(),
                 group,
@@ -368,7 +366,7 @@ impl Node {
                 index,
                 self.config.producer_id_expiration_ms,
                 GroupNetwork { peers: self.peers.clone(), group },
-                members,
+                &replicas,
             )
             .await?;
             self.partitions.write().expect("partition map lock").insert(group, p);

@@ -345,6 +345,14 @@ impl Drop for FetchWaiting {
     }
 }
 
+/// How long a replica waits for the preferred leader to start a new partition's group
+/// before starting it itself.
+const INITIALIZE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn network_address(peers: &super::network::Peers, id: u64) -> String {
+    peers.address(id).unwrap_or_default()
+}
+
 /// Most bytes one raft entry carries when the batcher merges produce requests.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
 /// Bytes produced after which the batcher asks raft for a snapshot, so that the raft log
@@ -353,7 +361,8 @@ const SNAPSHOT_BYTES: usize = 512 << 20;
 
 impl Partition {
     /// Opens (or creates) the partition's group and starts its raft and batcher.
-    /// `members` are the replicas (this node among them); `network` reaches the others.
+    /// `replicas` hold the partition (this node among them), the preferred leader first;
+    /// `network` reaches the others.
     pub async fn start(
         db: Arc<Db>,
         group: GroupId,
@@ -361,7 +370,7 @@ impl Partition {
         index: i32,
         producer_id_expiration_ms: i64,
         network: GroupNetwork,
-        members: std::collections::BTreeMap<u64, BasicNode>,
+        replicas: &[u64],
     ) -> anyhow::Result<Arc<Partition>> {
         let node_id = network.peers.node_id;
         let segments = Segments::open(db.segments_dir(group))?;
@@ -390,10 +399,26 @@ impl Partition {
         };
         segments.init_data_floor(floor);
         let log_store = RaftLogStore::<PartitionTypes>::with_segments(db.clone(), group, segments)?;
+        let raft_peers = network.peers.clone();
         let raft = Raft::new(node_id, Arc::new(super::raft_config()), network, log_store, sm).await?;
         if !raft.is_initialized().await? {
-            // Every replica initializes with the same members: raft's vote picks one leader.
-            raft.initialize(members).await?;
+            let members: std::collections::BTreeMap<u64, BasicNode> =
+                replicas.iter().map(|id| (*id, BasicNode::new(network_address(&raft_peers, *id)))).collect();
+            if replicas.first() == Some(&node_id) {
+                // The preferred leader starts the group and wins its first vote; the others
+                // learn the members from it. Were all to start at once, their votes would
+                // split and the first leader would wait out an election timeout.
+                raft.initialize(members).await?;
+            } else {
+                // Unless it is down: then they start it themselves (same members, so safe).
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(INITIALIZE_FALLBACK).await;
+                    if matches!(raft.is_initialized().await, Ok(false)) {
+                        let _ = raft.initialize(members).await;
+                    }
+                });
+            }
         }
         let (tx, rx) = mpsc::channel(1024);
         let partition = Arc::new(Partition {

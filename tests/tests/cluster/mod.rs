@@ -53,12 +53,18 @@ fn kafka_addr(servers: &[Server], id: i32) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_replicate_partitions_and_survive_a_leader() {
+    let _serial = one_at_a_time().await;
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
     let mut servers = three_nodes(&dirs).await;
 
-    // Every node knows the three brokers and the controller.
+    // Every node learns the three brokers (each registers once it is up) and the controller.
     let mut c = Client::connect(servers[1].kafka_addr).await;
-    let m = metadata(&mut c, &[], false).await;
+    let m = eventually("three registered brokers", || async {
+        let mut c = Client::connect(servers[1].kafka_addr).await;
+        let m = metadata(&mut c, &[], false).await;
+        (m.brokers.len() == 3).then_some(m)
+    })
+    .await;
     let ids: BTreeSet<i32> = m.brokers.iter().map(|b| b.node_id.0).collect();
     assert_eq!(ids, BTreeSet::from([1, 2, 3]));
     assert!(m.controller_id.0 >= 1, "controller {:?}", m.controller_id);

@@ -212,6 +212,7 @@ async fn read_all(port: u16, partition: i32) -> Vec<(i64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_records_survive_kill_9_of_any_node() {
+    let _serial = one_at_a_time().await;
     init_tracing();
     let secs: u64 = std::env::var("QUARRY_NEMESIS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();

@@ -145,6 +145,7 @@ async fn idempotent_retries_after_kill_9_are_stored_once() {
 }
 
 async fn kill_9_under_load(idempotent: bool) {
+    let _serial = one_at_a_time().await;
     init_tracing();
     let dir = temp_dir();
     let mut node = spawn_node(dir.path()).await;
@@ -221,6 +222,7 @@ async fn kill_9_under_load(idempotent: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_data_is_kept() {
+    let _serial = one_at_a_time().await;
     init_tracing();
     let dir = temp_dir();
     let mut node = spawn_node(dir.path()).await;
