@@ -235,7 +235,7 @@ pub fn record_data<'a>(header: &BatchHeader, batch: &'a [u8]) -> Result<Cow<'a, 
     fn out(r: anyhow::Result<Vec<u8>>) -> Result<Cow<'static, [u8]>, BatchError> {
         r.map(Cow::Owned).map_err(|e| BatchError::Records(format!("{e:#}")))
     }
-    let mut buf = bytes::Bytes::copy_from_slice(records);
+    let mut buf: &[u8] = records;
     // The decompressed bytes are taken as they are (no copy when the buffer is unique).
     let take = |b: &mut bytes::Bytes| Ok(Vec::from(std::mem::take(b)));
     match header.compression() {

@@ -163,11 +163,6 @@ impl Peers {
         self.links.get(&peer).cloned()
     }
 
-    /// Whether a connection to `peer` is up now.
-    pub fn connected(&self, peer: u64) -> bool {
-        self.links.get(&peer).is_some_and(|l| l.out.lock().expect("link lock").is_some())
-    }
-
     /// Sends `rpc` for `group` to `peer` and waits (at most `timeout`) for the answer.
     pub async fn request(&self, peer: u64, group: GroupId, rpc: Rpc, timeout: Duration) -> Result<Vec<u8>, Failure> {
         let link = self.links.get(&peer).ok_or_else(|| Failure::Unreachable(format!("node {peer} is not a peer")))?;

@@ -546,10 +546,10 @@ impl network::Handler for Node {
             let partition = self.partitions.read().expect("partition map lock").get(&group).cloned();
             match partition {
                 Some(p) => return network::answer(&p.raft, rpc).await,
-                None if tokio::time::Instant::now() < deadline && group >= self.metadata().next_group => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                None if tokio::time::Instant::now() < deadline && self.places_here(group) => {
+                // Not in this node's metadata yet, or placed here but not started yet.
+                None if tokio::time::Instant::now() < deadline
+                    && (group >= self.metadata().next_group || self.places_here(group)) =>
+                {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 None => return Err(format!("group {group} is not on node {}", self.config.node_id)),
