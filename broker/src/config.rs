@@ -70,6 +70,10 @@ pub struct Config {
     pub offsets_retention_minutes: u64,
     #[serde(alias = "offsets.retention.check.interval.ms")]
     pub offsets_retention_check_interval_ms: u64,
+    /// Raft entries after which a group snapshots its state and purges its log. A replica
+    /// further behind catches up from a snapshot (copying the batches it lacks).
+    #[serde(alias = "raft.snapshot.entries")]
+    pub raft_snapshot_entries: u64,
 }
 
 impl Default for Config {
@@ -99,6 +103,7 @@ impl Default for Config {
             producer_id_expiration_ms: 86_400_000,
             offsets_retention_minutes: 10_080,
             offsets_retention_check_interval_ms: 600_000,
+            raft_snapshot_entries: 8192,
         }
     }
 }

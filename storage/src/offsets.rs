@@ -198,6 +198,31 @@ impl OffsetStore {
         wb.delete_range_cf(self.db.cf(Cf::Offsets), &prefix, &prefix_end(&prefix));
     }
 
+    /// Everything this raft group keeps, as `(key without the raft group, value)` pairs in
+    /// key order: what a snapshot carries to another replica.
+    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound((self.group + 1).to_be_bytes().to_vec());
+        let it = self.db.rocks().iterator_cf_opt(
+            self.db.cf(Cf::Offsets),
+            opts,
+            IteratorMode::From(&self.group.to_be_bytes(), Direction::Forward),
+        );
+        it.map(|item| item.map(|(k, v)| (k[8..].to_vec(), v.to_vec())).map_err(Error::from)).collect()
+    }
+
+    /// Adds to `wb` the replacement of everything kept here by `entries` (from [`export`]).
+    ///
+    /// [`export`]: OffsetStore::export
+    pub fn import(&self, wb: &mut WriteBatch, entries: &[(Vec<u8>, Vec<u8>)]) {
+        self.destroy(wb);
+        for (k, v) in entries {
+            let mut key = self.group.to_be_bytes().to_vec();
+            key.extend_from_slice(k);
+            wb.put_cf(self.db.cf(Cf::Offsets), key, v);
+        }
+    }
+
     /// Adds the deletion of everything this raft group kept to `wb`.
     pub fn destroy(&self, wb: &mut WriteBatch) {
         wb.delete_range_cf(self.db.cf(Cf::Offsets), self.group.to_be_bytes(), (self.group + 1).to_be_bytes());

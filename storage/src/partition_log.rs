@@ -123,6 +123,10 @@ impl PartitionLog {
         PartitionLog { db, group, segments }
     }
 
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
     /// The segment files the batches' records are in.
     pub fn segments(&self) -> &Arc<Segments> {
         &self.segments

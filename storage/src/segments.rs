@@ -18,6 +18,12 @@
 //! every batch in it is below the partition's log start. Both are tracked as raft indexes
 //! (files are named by the first index they hold, and hold entries in index order), so a
 //! file is garbage when the next file starts at or below both floors.
+//!
+//! Batches a replica receives with a raft snapshot (the history it lagged behind, copied
+//! from another replica) were carried by no entry of its own log: they go to a data file,
+//! `<snapshot index, 20 digits>.data`, plain bytes without records. Their batches count as
+//! carried by the snapshot's last entry, so the data floor frees such a file like any
+//! other; being no part of the raft log, data files are never scanned or truncated.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -122,6 +128,9 @@ fn read_record(file: &File, pos: u64, len: u64) -> Option<(u64, Vec<u8>, usize)>
     (crc32c::crc32c(&body) == crc).then_some((index, body, entry_len as usize))
 }
 
+/// Segment ids at or above this name data files (`id - DATA_FILE` is the snapshot index).
+pub const DATA_FILE: u64 = 1 << 63;
+
 /// One group's segment files.
 pub struct Segments {
     dir: PathBuf,
@@ -139,6 +148,8 @@ struct Active {
 
 struct Inner {
     files: BTreeMap<u64, Arc<File>>,
+    /// Data files, by snapshot index.
+    data_files: BTreeMap<u64, Arc<File>>,
     active: Option<Active>,
     /// Lowest raft index whose entry holds a live batch, and pending raises of it, each
     /// with the raft index at which it was applied: a raise takes effect only once raft
@@ -148,7 +159,10 @@ struct Inner {
 }
 
 fn file_name(id: u64) -> String {
-    format!("{id:020}.log")
+    match id.checked_sub(DATA_FILE) {
+        Some(index) => format!("{index:020}.data"),
+        None => format!("{id:020}.log"),
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -159,17 +173,21 @@ impl Segments {
     /// Opens the files of the group whose directory is `dir` (created on first write).
     pub fn open(dir: PathBuf) -> std::io::Result<Arc<Segments>> {
         let mut files = BTreeMap::new();
+        let mut data_files = BTreeMap::new();
         match std::fs::read_dir(&dir) {
             Ok(entries) => {
                 for entry in entries {
                     let entry = entry?;
                     let name = entry.file_name();
-                    let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok())
-                    else {
-                        continue;
+                    let Some(name) = name.to_str() else { continue };
+                    let (map, id) = match (name.strip_suffix(".log"), name.strip_suffix(".data")) {
+                        (Some(id), _) => (&mut files, id.parse::<u64>()),
+                        (_, Some(id)) => (&mut data_files, id.parse::<u64>()),
+                        _ => continue,
                     };
+                    let Ok(id) = id else { continue };
                     let file = OpenOptions::new().read(true).write(true).open(entry.path())?;
-                    files.insert(id, Arc::new(file));
+                    map.insert(id, Arc::new(file));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -185,7 +203,7 @@ impl Segments {
         Ok(Arc::new(Segments {
             dir,
             segment_bytes: AtomicU64::new(SEGMENT_BYTES),
-            inner: Mutex::new(Inner { files, active, data_floor: 0, pending_floors: VecDeque::new() }),
+            inner: Mutex::new(Inner { files, data_files, active, data_floor: 0, pending_floors: VecDeque::new() }),
         }))
     }
 
@@ -338,7 +356,12 @@ impl Segments {
     }
 
     fn file(&self, segment: u64) -> std::io::Result<Arc<File>> {
-        self.lock().files.get(&segment).cloned().ok_or_else(|| {
+        let inner = self.lock();
+        let file = match segment.checked_sub(DATA_FILE) {
+            Some(index) => inner.data_files.get(&index),
+            None => inner.files.get(&segment),
+        };
+        file.cloned().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, format!("segment {} is gone", file_name(segment)))
         })
     }
@@ -389,6 +412,36 @@ impl Segments {
         Ok(())
     }
 
+    /// Appends `payloads` to the data file of the snapshot whose last entry is `index`
+    /// (created if need be) and syncs it. Returns where each payload is.
+    pub fn write_data(&self, index: u64, payloads: &[Bytes]) -> std::io::Result<Vec<BlobLoc>> {
+        let file = {
+            let mut inner = self.lock();
+            match inner.data_files.get(&index) {
+                Some(file) => file.clone(),
+                None => {
+                    std::fs::create_dir_all(&self.dir)?;
+                    let path = self.dir.join(file_name(DATA_FILE + index));
+                    let file =
+                        Arc::new(OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?);
+                    sync_dir(&self.dir)?;
+                    inner.data_files.insert(index, file.clone());
+                    file
+                }
+            }
+        };
+        let mut pos = file.metadata()?.len();
+        let mut locs = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("payload over 4 GiB"))?;
+            file.write_all_at(payload, pos)?;
+            locs.push(BlobLoc { segment: DATA_FILE + index, pos, len });
+            pos += u64::from(len);
+        }
+        file.sync_data()?;
+        Ok(locs)
+    }
+
     /// Sets the data floor directly; only right after opening, before anything is applied.
     pub fn init_data_floor(&self, floor: u64) {
         self.lock().data_floor = floor;
@@ -413,9 +466,16 @@ impl Segments {
             }
             let floor = inner.data_floor.min(purged.saturating_add(1));
             let ids: Vec<u64> = inner.files.keys().copied().collect();
-            let doomed: Vec<u64> = ids.windows(2).filter(|w| w[1] <= floor).map(|w| w[0]).collect();
+            let mut doomed: Vec<u64> = ids.windows(2).filter(|w| w[1] <= floor).map(|w| w[0]).collect();
             for id in &doomed {
                 inner.files.remove(id);
+            }
+            // A data file's batches all count as carried by its snapshot's last entry.
+            let data_floor = inner.data_floor;
+            let dead: Vec<u64> = inner.data_files.range(..data_floor).map(|(k, _)| *k).collect();
+            for index in dead {
+                inner.data_files.remove(&index);
+                doomed.push(DATA_FILE + index);
             }
             doomed
         };
@@ -428,14 +488,16 @@ impl Segments {
     /// Number of files and their total size.
     pub fn usage(&self) -> (usize, u64) {
         let inner = self.lock();
-        let bytes = inner.files.values().map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)).sum();
-        (inner.files.len(), bytes)
+        let files = inner.files.values().chain(inner.data_files.values());
+        let bytes = files.map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)).sum();
+        (inner.files.len() + inner.data_files.len(), bytes)
     }
 
     /// Deletes every file of the group.
     pub fn destroy(&self) -> std::io::Result<()> {
         let mut inner = self.lock();
         inner.files.clear();
+        inner.data_files.clear();
         inner.active = None;
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

@@ -61,6 +61,12 @@ impl StateStore {
         batch.delete_cf(self.db.cf(Cf::State), key(self.group, tag));
     }
 
+    /// Adds the deletion of every value of this group whose tag is `from` or above.
+    pub fn delete_from(&self, batch: &mut WriteBatch, from: u64) {
+        let end = self.group.checked_add(1).map_or(vec![0xff; 17], |g| key(g, 0).to_vec());
+        batch.delete_range_cf(self.db.cf(Cf::State), key(self.group, from).as_slice(), end.as_slice());
+    }
+
     /// Adds the deletion of every value of this group to `batch`.
     pub fn delete_all(&self, batch: &mut WriteBatch) {
         batch.delete_range_cf(self.db.cf(Cf::State), key(self.group, 0), key(self.group + 1, 0));

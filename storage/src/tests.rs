@@ -282,6 +282,43 @@ async fn segment_files_go_once_nothing_refers_into_them() {
     assert_eq!(names[0], format!("{:020}.log", 5));
 }
 
+#[tokio::test]
+async fn data_files_of_snapshots_are_read_back_reopened_and_freed_by_the_data_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let segments = Segments::open(db.segments_dir(4)).unwrap();
+    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 4, segments.clone()).unwrap();
+    for i in 1..=3 {
+        store.blocking_append(vec![blob_entry(i, &[b"entry"])]).await.unwrap();
+    }
+    // Batches copied for a snapshot whose last entry is 20, in two chunks.
+    let first =
+        segments.write_data(20, &[bytes::Bytes::from_static(b"alpha"), bytes::Bytes::from_static(b"beta")]).unwrap();
+    let second = segments.write_data(20, &[bytes::Bytes::from_static(b"gamma")]).unwrap();
+    assert_eq!((first[1].pos, second[0].pos), (5, 9), "appended one after the other");
+    let read = |s: &Segments, l: &crate::BlobLoc| s.read(l.segment, l.pos, l.len).unwrap();
+    assert_eq!(read(&segments, &first[1]), bytes::Bytes::from_static(b"beta"));
+    // Truncating the raft log leaves data files alone; reopening finds them.
+    segments.truncate_at(1, 0).unwrap();
+    drop(store);
+    let segments = Segments::open(db.segments_dir(4)).unwrap();
+    assert_eq!(read(&segments, &second[0]), bytes::Bytes::from_static(b"gamma"));
+    assert_eq!(segments.usage().0, 2, "the raft log file and the data file");
+    // The data file stays while a batch carried by entry 20 or before is live.
+    let mut store = RaftLogStore::<BlobTypes>::with_segments(db.clone(), 4, segments.clone()).unwrap();
+    segments.init_data_floor(20);
+    store.blocking_append(vec![blob_entry(21, &[b"after"])]).await.unwrap();
+    store.purge(LogId::new(CommittedLeaderId::new(1, 1), 21)).await.unwrap();
+    assert!(segments.read(first[0].segment, first[0].pos, first[0].len).is_ok());
+    segments.raise_data_floor(21, 21);
+    store.blocking_append(vec![blob_entry(22, &[b"later"])]).await.unwrap();
+    store.purge(LogId::new(CommittedLeaderId::new(1, 1), 22)).await.unwrap();
+    assert!(segments.read(first[0].segment, first[0].pos, first[0].len).is_err(), "freed");
+    let names: Vec<String> =
+        std::fs::read_dir(db.segments_dir(4)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".data")), "{names:?}");
+}
+
 #[test]
 fn offsets_are_kept_per_consumer_group_and_survive_a_reopen() {
     use crate::{CommittedOffset, OffsetStore};

@@ -251,6 +251,24 @@ pub mod requests {
         TopicName(StrBytes::from_string(s.to_string()))
     }
 
+    /// InitProducerId v4: `(error, producer id, epoch)`.
+    pub async fn init_producer_id(
+        c: &mut Client,
+        current: Option<(i64, i16)>,
+        transactional_id: Option<&str>,
+    ) -> (i16, i64, i16) {
+        let (id, epoch) = current.unwrap_or((-1, -1));
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.into()))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch);
+        match c.call(4, RequestKind::InitProducerId(req)).await {
+            ResponseKind::InitProducerId(r) => (r.error_code, r.producer_id.0, r.producer_epoch),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     /// Creates a topic; returns the error code (0 on success).
     pub async fn create_topic(c: &mut Client, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
         let configs = configs

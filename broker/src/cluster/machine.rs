@@ -1,10 +1,13 @@
 //! The openraft state machine shared by all groups: the group-specific logic is a
 //! [`Machine`], this module does storage, applied-state bookkeeping and snapshots.
 //!
-//! A snapshot here is the machine's small state (offsets, metadata), never the partition
-//! data: it exists so raft can purge applied entries. Building one first flushes the
-//! memtables, because state machine writes skip the WAL (see `storage::db`).
+//! A snapshot is the machine's state (offsets, metadata) and what the machine adds to it
+//! ([`Machine::snapshot_extra`]), never bulk data: it exists so raft can purge applied
+//! entries. A replica that installs one fetches the data it lacks itself (for a
+//! partition, the batches it lagged behind: see `partition.rs`). Building one first
+//! flushes the memtables, because state machine writes skip the WAL (see `storage::db`).
 
+use std::future::Future;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -46,6 +49,26 @@ pub trait Machine: Send + Sync + 'static {
     fn state(&self) -> &Self::State;
     fn restore(&mut self, state: Self::State);
 
+    /// What a snapshot carries besides [`Machine::state`], as of the last apply.
+    fn snapshot_extra(&self) -> Result<Vec<u8>, storage::Error> {
+        Ok(Vec::new())
+    }
+
+    /// Installs a snapshot another replica built (`state` and `extra` as its
+    /// [`Machine::state`] and [`Machine::snapshot_extra`] gave them): writes go to `wb`,
+    /// written with the applied state, or are written before. An error here stops the
+    /// group's raft, so a machine retries what can succeed later.
+    fn install(
+        &mut self,
+        _wb: &mut WriteBatch,
+        _meta: &SnapshotMeta<u64, BasicNode>,
+        state: Self::State,
+        _extra: Vec<u8>,
+    ) -> impl Future<Output = Result<(), storage::Error>> + Send {
+        self.restore(state);
+        async { Ok(()) }
+    }
+
     /// Called after a batch of entries is written, to publish the new state.
     fn published(&mut self) {}
 }
@@ -55,6 +78,13 @@ struct Applied<S> {
     log_id: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     state: S,
+}
+
+/// A snapshot's bytes.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBytes<S> {
+    applied: Applied<S>,
+    extra: Vec<u8>,
 }
 
 /// An openraft state machine around a [`Machine`].
@@ -92,7 +122,8 @@ impl<M: Machine> StateMachine<M> {
     fn snapshot_of(&self) -> Result<Snapshot<M::C>, StorageError<u64>> {
         let applied =
             Applied { log_id: self.applied, membership: self.membership.clone(), state: self.machine.state().clone() };
-        let data = bincode::serialize(&applied).map_err(|e| io_err(ErrorVerb::Read, e))?;
+        let extra = self.machine.snapshot_extra().map_err(|e| io_err(ErrorVerb::Read, e))?;
+        let data = bincode::serialize(&SnapshotBytes { applied, extra }).map_err(|e| io_err(ErrorVerb::Read, e))?;
         let meta = SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
@@ -181,14 +212,15 @@ impl<M: Machine> RaftStateMachine<M::C> for StateMachine<M> {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        // Carries the machine's state only; moving partition data to a replica that lags
-        // behind the purged log belongs to replication across nodes.
-        let applied: Applied<M::State> =
+        let data: SnapshotBytes<M::State> =
             bincode::deserialize(snapshot.get_ref()).map_err(|e| io_err(ErrorVerb::Read, e))?;
-        self.machine.restore(applied.state);
+        let mut wb = WriteBatch::default();
+        self.machine
+            .install(&mut wb, meta, data.applied.state, data.extra)
+            .await
+            .map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        let mut wb = WriteBatch::default();
         self.save_applied(&mut wb)?;
         self.db.write(wb, Durability::Wal).map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.machine.published();

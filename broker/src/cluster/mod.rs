@@ -49,7 +49,9 @@ openraft::declare_raft_types!(
 );
 
 /// raft config shared by all groups of a node.
-pub fn raft_config() -> openraft::Config {
+/// Every raft group's settings; a group snapshots (and purges its log) every
+/// `snapshot_entries` entries.
+pub fn raft_config(snapshot_entries: u64) -> openraft::Config {
     let config = openraft::Config {
         cluster_name: "quarry".into(),
         heartbeat_interval: 150,
@@ -60,9 +62,12 @@ pub fn raft_config() -> openraft::Config {
         // one flushes memtables, whose fsyncs would stall the group sync if frequent; a
         // partition's batcher also asks for one after SNAPSHOT_BYTES, so segment files are
         // not held for raft long.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(8192),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_entries.max(1)),
         max_in_snapshot_log_to_keep: 16,
-        purge_batch_size: 512,
+        // The last chunk's answer waits for the snapshot to be installed, which for a
+        // partition means copying the batches the replica lacks.
+        install_snapshot_timeout: 60_000,
+        purge_batch_size: snapshot_entries.clamp(1, 512),
         ..Default::default()
     };
     config.validate().expect("static raft config is valid")

@@ -47,6 +47,13 @@ pub enum Rpc {
     InstallSnapshot(Vec<u8>),
     /// A controller command for the controller's leader to write (bincode of the command).
     ControllerWrite(Vec<u8>),
+    /// Stored batches of a partition from the one holding `from` up to `to`, about
+    /// `max_bytes` of them: a replica installing a snapshot copies what it lacks.
+    ReadBatches {
+        from: i64,
+        to: i64,
+        max_bytes: u32,
+    },
 }
 
 impl Rpc {
@@ -56,6 +63,7 @@ impl Rpc {
             Rpc::Vote(_) => "vote",
             Rpc::InstallSnapshot(_) => "install_snapshot",
             Rpc::ControllerWrite(_) => "controller_write",
+            Rpc::ReadBatches { .. } => "read_batches",
         }
     }
 }
@@ -466,6 +474,6 @@ where
         Rpc::AppendEntries(b) => encode(&raft.append_entries(decode::<AppendEntriesRequest<C>>(&b)?).await),
         Rpc::Vote(b) => encode(&raft.vote(decode::<VoteRequest<u64>>(&b)?).await),
         Rpc::InstallSnapshot(b) => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<C>>(&b)?).await),
-        Rpc::ControllerWrite(_) => Err("not a raft message".into()),
+        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } => Err("not a raft message".into()),
     }
 }

@@ -45,6 +45,8 @@ pub struct Node {
     stop_groups: tokio_util::sync::CancellationToken,
     /// Producer ids reserved for this node and not yet handed out.
     producer_ids: Mutex<std::ops::Range<i64>>,
+    /// Every raft group's settings.
+    raft_config: Arc<openraft::Config>,
 }
 
 /// Producer ids a node reserves from the controller at a time.
@@ -106,7 +108,8 @@ impl Node {
             StateMachine::open(db.clone(), StateStore::new(db.clone(), CONTROLLER_GROUP), Controller::new(publish))?;
         let log = RaftLogStore::<ControllerTypes>::new(db.clone(), CONTROLLER_GROUP);
         let net = GroupNetwork { peers: peers.clone(), group: CONTROLLER_GROUP };
-        let controller = Raft::new(config.node_id, Arc::new(super::raft_config()), net, log, sm).await?;
+        let raft_config = Arc::new(super::raft_config(config.raft_snapshot_entries));
+        let controller = Raft::new(config.node_id, raft_config.clone(), net, log, sm).await?;
         let stop_groups = tokio_util::sync::CancellationToken::new();
         let settings = crate::group::coordinator::Settings {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -126,6 +129,7 @@ impl Node {
             groups,
             stop_groups,
             producer_ids: Mutex::new(0..0),
+            raft_config,
         });
         // From here the node answers the other nodes (votes for the controller first).
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
@@ -366,6 +370,7 @@ impl Node {
                 index,
                 self.config.producer_id_expiration_ms,
                 GroupNetwork { peers: self.peers.clone(), group },
+                self.raft_config.clone(),
                 &replicas,
             )
             .await?;
@@ -545,7 +550,14 @@ impl network::Handler for Node {
         loop {
             let partition = self.partitions.read().expect("partition map lock").get(&group).cloned();
             match partition {
-                Some(p) => return network::answer(&p.raft, rpc).await,
+                Some(p) => {
+                    return match rpc {
+                        Rpc::ReadBatches { from, to, max_bytes } => {
+                            network::encode(&p.read_batches(from, to, max_bytes))
+                        }
+                        rpc => network::answer(&p.raft, rpc).await,
+                    }
+                }
                 // Not in this node's metadata yet, or placed here but not started yet.
                 None if tokio::time::Instant::now() < deadline
                     && (group >= self.metadata().next_group || self.places_here(group)) =>

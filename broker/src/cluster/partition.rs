@@ -5,10 +5,12 @@
 //! flight the next requests queue, and go out together as one entry (openraft makes one
 //! entry per `client_write` and appends one at a time per group).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use openraft::{BasicNode, LogId, Raft};
+use bytes::{Bytes, BytesMut};
+use openraft::{BasicNode, LogId, Raft, SnapshotMeta};
 use protocol::batch::{self, BatchHeader};
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,7 @@ use storage::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{Machine, StateMachine};
-use super::network::GroupNetwork;
+use super::network::{self, GroupNetwork, Rpc};
 use super::producers::{ProducerState, Producers, Verdict};
 use super::PartitionTypes;
 use crate::error::{raft_write_code, ResponseError};
@@ -113,7 +115,34 @@ pub struct PartitionMachine {
     producers: Producers,
     offsets: Offsets,
     publish: watch::Sender<Offsets>,
+    /// Reaches the other replicas, for the batches a snapshot does not carry.
+    network: GroupNetwork,
 }
+
+/// What a partition's snapshot carries besides its [`Offsets`]: the state that lives
+/// outside them. Not the batches: a replica installing the snapshot copies the ones it
+/// lacks from another replica ([`PartitionMachine::catch_up`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SnapshotExtra {
+    /// The node that built the snapshot: it holds every batch below its high watermark.
+    built_by: u64,
+    producers: Vec<(i64, ProducerState)>,
+    /// Consumer group offsets and records (partitions of the offsets topic).
+    offsets: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A replica's answer to [`Rpc::ReadBatches`]: stored batches, as served.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchesAnswer {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub batches: Bytes,
+}
+
+/// Most bytes of batches asked for at once when catching up.
+const CATCH_UP_BYTES: u32 = 8 << 20;
+/// How long one catch-up read may take.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tags of producer states in the group's [`StateStore`]: this bit, or'ed with the
 /// producer id (never negative), keeps them clear of the state machine's own tags.
@@ -244,6 +273,121 @@ impl PartitionMachine {
     }
 }
 
+impl PartitionMachine {
+    /// Copies from other replicas the batches this one lacks below `target`'s high
+    /// watermark (the state of a snapshot whose last entry is `at`), into the snapshot's
+    /// data file. `sources` are tried in turn until one has them; network failures are
+    /// retried, since an error would stop the group. Each chunk is written (synced) as it
+    /// comes: should this node stop halfway, the snapshot is installed again and the copy
+    /// resumes from the high watermark still stored, overwriting what it finds.
+    async fn catch_up(&mut self, at: u64, target: &Offsets, sources: &[u64]) -> Result<(), storage::Error> {
+        let group = self.network.group;
+        if sources.is_empty() && self.offsets.high_watermark < target.high_watermark {
+            return Err(storage::Error::BadValue(format!("group {group}: no replica to copy batches from")));
+        }
+        let mut turn = 0;
+        while self.offsets.high_watermark < target.high_watermark {
+            let source = sources[turn % sources.len()];
+            let rpc = Rpc::ReadBatches {
+                from: self.offsets.high_watermark,
+                to: target.high_watermark,
+                max_bytes: CATCH_UP_BYTES,
+            };
+            let answer = match self.network.peers.request(source, group, rpc, CATCH_UP_TIMEOUT).await {
+                Ok(body) => network::decode::<Result<BatchesAnswer, String>>(&body).and_then(|a| a),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(a) if !a.batches.is_empty() || a.log_start_offset >= target.high_watermark => {
+                    self.store_copied(at, target, &a)?;
+                }
+                Ok(a) => {
+                    tracing::info!(
+                        group,
+                        source,
+                        high_watermark = a.high_watermark,
+                        "replica is behind; trying another"
+                    );
+                    turn += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(group, source, error = %e, "cannot copy batches for a snapshot; trying another replica");
+                    turn += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes copied batches after the local ones. Where the source has deleted batches
+    /// this replica lacks (retention there), the local log restarts at the first batch
+    /// copied, or at the snapshot's high watermark when none is left.
+    fn store_copied(&mut self, at: u64, target: &Offsets, answer: &BatchesAnswer) -> Result<(), storage::Error> {
+        let corrupt = |e: protocol::batch::BatchError| storage::Error::BadValue(format!("copied batch: {e}"));
+        let batches = batch::split_batches(&answer.batches).map_err(corrupt)?;
+        let mut wb = WriteBatch::default();
+        let next = self.offsets.high_watermark;
+        let first = batches.first().map_or(target.high_watermark, |(h, _)| h.base_offset);
+        if first > next {
+            tracing::info!(
+                group = self.network.group,
+                from = next,
+                to = first,
+                "history deleted at the source; restarting the log"
+            );
+            self.log.destroy(&mut wb);
+            // The local batches were all carried by entries before the snapshot's.
+            self.log.segments().raise_data_floor(at, at);
+            self.offsets.log_start_offset = first;
+            self.offsets.high_watermark = first;
+            self.offsets.max_timestamp = -1;
+            self.offsets.max_timestamp_batch = -1;
+            self.offsets.log_bytes = 0;
+        } else if first < next {
+            return Err(storage::Error::BadValue(format!("copied batch at {first}, expected {next}")));
+        }
+        let mut tails = Vec::with_capacity(batches.len());
+        for (header, range) in &batches {
+            let raw = &answer.batches[range.clone()];
+            batch::validate(header, raw).map_err(corrupt)?;
+            tails.push(answer.batches.slice(range.start + batch::HEADER_SIZE..range.end));
+        }
+        let locs = if tails.is_empty() { Vec::new() } else { self.log.segments().write_data(at, &tails)? };
+        for ((header, range), loc) in batches.iter().zip(locs) {
+            if header.base_offset != self.offsets.high_watermark {
+                return Err(storage::Error::BadValue(format!(
+                    "copied batch at {}, expected {}",
+                    header.base_offset, self.offsets.high_watermark
+                )));
+            }
+            let raises = header.max_timestamp > self.offsets.max_timestamp;
+            if raises {
+                self.offsets.max_timestamp = header.max_timestamp;
+                self.offsets.max_timestamp_batch = header.base_offset;
+            }
+            let records = RecordsLoc { segment: loc.segment, pos: loc.pos, len: loc.len };
+            let head = &answer.batches[range.start..range.start + batch::HEADER_SIZE];
+            self.log.append(
+                &mut wb,
+                header.base_offset,
+                header.last_offset(),
+                header.max_timestamp,
+                at,
+                head,
+                records,
+                raises,
+            );
+            self.offsets.high_watermark = header.last_offset() + 1;
+            self.offsets.log_bytes += range.len() as u64;
+        }
+        // The copied batches are durable in their data file; their index must be too
+        // before raft purges the entries that would otherwise bring them.
+        self.log.db().write(wb, storage::Durability::Wal)
+    }
+}
+
 impl Machine for PartitionMachine {
     type C = PartitionTypes;
     type State = Offsets;
@@ -306,6 +450,51 @@ impl Machine for PartitionMachine {
     fn published(&mut self) {
         self.publish.send_replace(self.offsets);
     }
+
+    fn snapshot_extra(&self) -> Result<Vec<u8>, storage::Error> {
+        let extra = SnapshotExtra {
+            built_by: self.network.peers.node_id,
+            producers: self.producers.states(),
+            offsets: self.offsets_store.export()?,
+        };
+        bincode::serialize(&extra).map_err(|source| storage::Error::Corrupt { what: "partition snapshot", source })
+    }
+
+    fn install(
+        &mut self,
+        wb: &mut WriteBatch,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        state: Offsets,
+        extra: Vec<u8>,
+    ) -> impl Future<Output = Result<(), storage::Error>> + Send {
+        let at = meta.last_log_id.map_or(0, |l| l.index);
+        let voters: Vec<u64> = meta.last_membership.membership().voter_ids().collect();
+        async move {
+            let extra: SnapshotExtra = bincode::deserialize(&extra)
+                .map_err(|source| storage::Error::Corrupt { what: "partition snapshot", source })?;
+            let me = self.network.peers.node_id;
+            let mut sources: Vec<u64> = voters.into_iter().filter(|id| *id != me).collect();
+            sources.sort_by_key(|id| *id != extra.built_by);
+            tracing::info!(
+                group = self.network.group,
+                at,
+                from = self.offsets.high_watermark,
+                to = state.high_watermark,
+                "installing a snapshot"
+            );
+            self.catch_up(at, &state, &sources).await?;
+            let log_start = self.offsets.log_start_offset;
+            self.offsets = Offsets { log_start_offset: log_start, log_bytes: self.offsets.log_bytes, ..state };
+            self.advance_log_start(wb, at, state.log_start_offset);
+            self.producers.replace(extra.producers.iter().cloned());
+            self.state_store.delete_from(wb, PRODUCER_TAG);
+            for (id, producer) in &extra.producers {
+                self.state_store.put(wb, PRODUCER_TAG | *id as u64, producer)?;
+            }
+            self.offsets_store.import(wb, &extra.offsets);
+            Ok(())
+        }
+    }
 }
 
 /// Where a produce request's batches went, and the append time the leader stamped.
@@ -345,13 +534,15 @@ impl Drop for FetchWaiting {
     }
 }
 
+/// The idempotent producers a partition group stores, by id.
+fn stored_producers(store: &StateStore) -> Result<Vec<(i64, ProducerState)>, storage::Error> {
+    let states = store.range::<ProducerState>(PRODUCER_TAG)?;
+    Ok(states.into_iter().map(|(tag, state)| ((tag & !PRODUCER_TAG) as i64, state)).collect())
+}
+
 /// How long a replica waits for the preferred leader to start a new partition's group
 /// before starting it itself.
 const INITIALIZE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(3);
-
-fn network_address(peers: &super::network::Peers, id: u64) -> String {
-    peers.address(id).unwrap_or_default()
-}
 
 /// Most bytes one raft entry carries when the batcher merges produce requests.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
@@ -362,7 +553,7 @@ const SNAPSHOT_BYTES: usize = 512 << 20;
 impl Partition {
     /// Opens (or creates) the partition's group and starts its raft and batcher.
     /// `replicas` hold the partition (this node among them), the preferred leader first;
-    /// `network` reaches the others.
+    /// `network` reaches the others; `raft_config` is every group's.
     pub async fn start(
         db: Arc<Db>,
         group: GroupId,
@@ -370,6 +561,7 @@ impl Partition {
         index: i32,
         producer_id_expiration_ms: i64,
         network: GroupNetwork,
+        raft_config: Arc<openraft::Config>,
         replicas: &[u64],
     ) -> anyhow::Result<Arc<Partition>> {
         let node_id = network.peers.node_id;
@@ -378,10 +570,7 @@ impl Partition {
         let (publish, offsets) = watch::channel(Offsets::default());
         let offsets_store = OffsetStore::new(db.clone(), group);
         let state_store = StateStore::new(db.clone(), group);
-        let producers = state_store
-            .range::<ProducerState>(PRODUCER_TAG)?
-            .into_iter()
-            .map(|(tag, state)| ((tag & !PRODUCER_TAG) as i64, state));
+        let producers = stored_producers(&state_store)?;
         let machine = PartitionMachine {
             log: log.clone(),
             offsets_store: offsets_store.clone(),
@@ -389,6 +578,7 @@ impl Partition {
             producers: Producers::new(producers),
             offsets: Offsets::default(),
             publish,
+            network: network.clone(),
         };
         let sm = StateMachine::open(db.clone(), state_store, machine)?;
         // Nothing is applied yet, so what is stored is what was flushed: files below the
@@ -400,10 +590,10 @@ impl Partition {
         segments.init_data_floor(floor);
         let log_store = RaftLogStore::<PartitionTypes>::with_segments(db.clone(), group, segments)?;
         let raft_peers = network.peers.clone();
-        let raft = Raft::new(node_id, Arc::new(super::raft_config()), network, log_store, sm).await?;
+        let raft = Raft::new(node_id, raft_config, network, log_store, sm).await?;
         if !raft.is_initialized().await? {
             let members: std::collections::BTreeMap<u64, BasicNode> =
-                replicas.iter().map(|id| (*id, BasicNode::new(network_address(&raft_peers, *id)))).collect();
+                replicas.iter().map(|id| (*id, BasicNode::new(raft_peers.address(*id).unwrap_or_default()))).collect();
             if replicas.first() == Some(&node_id) {
                 // The preferred leader starts the group and wins its first vote; the others
                 // learn the members from it. Were all to start at once, their votes would
@@ -524,7 +714,8 @@ impl Partition {
     /// each follower has matched its log: those at its last log entry are in sync. A
     /// follower does not know, and reports every voter.
     pub fn in_sync(&self) -> Vec<u64> {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         match &m.replication {
             Some(progress) if m.current_leader == Some(m.id) => {
@@ -536,6 +727,26 @@ impl Partition {
             }
             _ => voters,
         }
+    }
+
+    /// Stored batches from the one holding `from` up to `to` (at most the high watermark),
+    /// about `max_bytes` of them, for a replica that installs a snapshot.
+    pub fn read_batches(&self, from: i64, to: i64, max_bytes: u32) -> Result<BatchesAnswer, String> {
+        let offsets = self.offsets();
+        let mut out = BytesMut::new();
+        self.log
+            .read_into(from, to.min(offsets.high_watermark), max_bytes as usize, true, &mut out)
+            .map_err(|e| e.to_string())?;
+        Ok(BatchesAnswer {
+            log_start_offset: offsets.log_start_offset,
+            high_watermark: offsets.high_watermark,
+            batches: out.freeze(),
+        })
+    }
+
+    /// The idempotent producers this replica has stored, by id.
+    pub fn producers(&self) -> Result<Vec<(i64, ProducerState)>, storage::Error> {
+        stored_producers(&StateStore::new(self.log.db().clone(), self.group))
     }
 
     /// Waits until the partition has a leader.

@@ -154,6 +154,19 @@ impl Producers {
         std::mem::take(&mut self.changed).into_iter().map(|id| (id, self.states.get(&id).cloned())).collect()
     }
 
+    /// Every producer's state, by id: what a snapshot carries.
+    pub fn states(&self) -> Vec<(i64, ProducerState)> {
+        let mut out: Vec<(i64, ProducerState)> = self.states.iter().map(|(id, s)| (*id, s.clone())).collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Replaces every state by a snapshot's.
+    pub fn replace(&mut self, states: impl IntoIterator<Item = (i64, ProducerState)>) {
+        self.states = states.into_iter().collect();
+        self.changed.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.states.len()
     }

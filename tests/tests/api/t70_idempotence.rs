@@ -1,29 +1,9 @@
 //! Idempotent producers at the wire level: InitProducerId, retried batches stored once,
 //! sequence gaps and stale epochs refused, producer state kept across a restart.
 
-use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, RequestKind, ResponseKind, TransactionalId};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tests::requests::*;
 use tests::*;
-
-/// InitProducerId v4: `(error, producer id, epoch)`.
-async fn init_producer_id(
-    c: &mut Client,
-    current: Option<(i64, i16)>,
-    transactional_id: Option<&str>,
-) -> (i16, i64, i16) {
-    let (id, epoch) = current.unwrap_or((-1, -1));
-    let req = InitProducerIdRequest::default()
-        .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.into()))))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(epoch);
-    match c.call(4, RequestKind::InitProducerId(req)).await {
-        ResponseKind::InitProducerId(r) => (r.error_code, r.producer_id.0, r.producer_epoch),
-        other => panic!("unexpected {other:?}"),
-    }
-}
 
 fn records(tag: &str, n: usize) -> Vec<TestRecord> {
     (0..n).map(|i| TestRecord::new(&format!("k{i}"), &format!("{tag}-{i}"), 1_000 + i as i64)).collect()

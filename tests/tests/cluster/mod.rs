@@ -11,19 +11,49 @@ use kafka_protocol::messages::MetadataResponse;
 use tests::requests::*;
 use tests::*;
 
-/// Starts three nodes that name each other as peers.
-async fn three_nodes(dirs: &[tempfile::TempDir]) -> Vec<Server> {
+/// Configs of three nodes that name each other as peers.
+fn three_configs(dirs: &[tempfile::TempDir]) -> Vec<Config> {
     let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers = (0..3).map(|i| format!("{}=127.0.0.1:{}", i + 1, raft[i])).collect::<Vec<_>>().join(",");
-    let config = |i: usize| Config {
-        node_id: i as u64 + 1,
-        raft_listen: format!("127.0.0.1:{}", raft[i]),
-        peers: peers.clone(),
-        ..test_config(dirs[i].path())
-    };
-    // Each waits for a controller leader, which needs a quorum: start them together.
-    let (a, b, c) = tokio::join!(start(config(0)), start(config(1)), start(config(2)));
+    (0..3)
+        .map(|i| Config {
+            node_id: i as u64 + 1,
+            raft_listen: format!("127.0.0.1:{}", raft[i]),
+            peers: peers.clone(),
+            ..test_config(dirs[i].path())
+        })
+        .collect()
+}
+
+/// Starts the three nodes: each waits for a controller leader, which needs a quorum, so
+/// they start together.
+async fn start_three(configs: &[Config]) -> Vec<Server> {
+    let (a, b, c) = tokio::join!(start(configs[0].clone()), start(configs[1].clone()), start(configs[2].clone()));
     vec![a, b, c]
+}
+
+async fn three_nodes(dirs: &[tempfile::TempDir]) -> Vec<Server> {
+    start_three(&three_configs(dirs)).await
+}
+
+/// Waits until every node knows the three brokers (each registers once it is up).
+async fn three_registered(servers: &[Server]) -> MetadataResponse {
+    eventually("three registered brokers", || async {
+        let mut c = Client::connect(servers[1].kafka_addr).await;
+        let m = metadata(&mut c, &[], false).await;
+        (m.brokers.len() == 3).then_some(m)
+    })
+    .await
+}
+
+/// The leader of each partition of `topic`, as `servers[at]` reports them once all have one.
+async fn topic_leaders(servers: &[Server], at: usize, topic: &str) -> (MetadataResponse, Vec<i32>) {
+    eventually("partition leaders", || async {
+        let mut c = Client::connect(servers[at].kafka_addr).await;
+        let m = metadata(&mut c, &[topic], false).await;
+        leaders(&m).map(|l| (m, l))
+    })
+    .await
 }
 
 /// Polls `f` until it returns `Some`, for at most 30 s.
@@ -57,31 +87,20 @@ async fn three_nodes_replicate_partitions_and_survive_a_leader() {
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
     let mut servers = three_nodes(&dirs).await;
 
-    // Every node learns the three brokers (each registers once it is up) and the controller.
+    // Every node learns the three brokers and the controller.
     let mut c = Client::connect(servers[1].kafka_addr).await;
-    let m = eventually("three registered brokers", || async {
-        let mut c = Client::connect(servers[1].kafka_addr).await;
-        let m = metadata(&mut c, &[], false).await;
-        (m.brokers.len() == 3).then_some(m)
-    })
-    .await;
+    let m = three_registered(&servers).await;
     let ids: BTreeSet<i32> = m.brokers.iter().map(|b| b.node_id.0).collect();
     assert_eq!(ids, BTreeSet::from([1, 2, 3]));
     assert!(m.controller_id.0 >= 1, "controller {:?}", m.controller_id);
 
     // A topic created through any node: three replicas per partition, on every node.
     assert_eq!(create_topic(&mut c, "t", 3, &[]).await, 0);
-    let m = eventually("partition leaders", || async {
-        let mut c = Client::connect(servers[2].kafka_addr).await;
-        let m = metadata(&mut c, &["t"], false).await;
-        leaders(&m).map(|_| m)
-    })
-    .await;
+    let (m, leaders) = topic_leaders(&servers, 2, "t").await;
     for p in &m.topics[0].partitions {
         let replicas: BTreeSet<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
         assert_eq!(replicas, BTreeSet::from([1, 2, 3]), "partition {}", p.partition_index);
     }
-    let leaders = leaders(&m).unwrap();
 
     // Each partition takes records at its leader (acks=all), and a follower refuses them.
     for (partition, leader) in leaders.iter().enumerate() {
@@ -126,6 +145,120 @@ async fn three_nodes_replicate_partitions_and_survive_a_leader() {
     assert_eq!(records.len(), 11);
     assert_eq!(records.iter().map(|(o, _)| *o).collect::<Vec<_>>(), (0..11).collect::<Vec<_>>());
 
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// A replica that was down while its group snapshotted and purged the entries it missed
+/// catches up from a snapshot: it copies the batches it lacks from another replica, and
+/// the snapshot brings the idempotent producers' state. It can then lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    // A snapshot every 16 entries, so a few dozen produce requests purge the log.
+    let configs: Vec<Config> =
+        three_configs(&dirs).into_iter().map(|c| Config { raft_snapshot_entries: 16, ..c }).collect();
+    let mut servers = start_three(&configs).await;
+    three_registered(&servers).await;
+    let mut c = Client::connect(servers[0].kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "s", 1, &[]).await, 0);
+    let (_, leaders) = topic_leaders(&servers, 0, "s").await;
+    let leader = leaders[0];
+    let mut lc = Client::connect(kafka_addr(&servers, leader)).await;
+    let first = [TestRecord::new("k", "first", 1000)];
+    let r = produce(&mut lc, "s", 0, encode_batch(&first), -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    for s in &servers {
+        eventually("the first record everywhere", || async {
+            (s.node.partition("s", 0)?.offsets().high_watermark == 1).then_some(())
+        })
+        .await;
+    }
+
+    // A follower stops; the partition goes on without it.
+    let lagging = servers.iter().position(|s| s.node.config.node_id != leader as u64).unwrap();
+    let lagging_id = servers[lagging].node.config.node_id;
+    let last_seen = servers[lagging].node.partition("s", 0).unwrap().raft.metrics().borrow().last_log_index.unwrap();
+    servers.remove(lagging).shutdown().await;
+    let (code, producer_id, epoch) = init_producer_id(&mut lc, None, None).await;
+    assert_eq!(code, 0);
+    let batches = 60;
+    for i in 0..batches {
+        let records: Vec<TestRecord> =
+            (0..3).map(|j| TestRecord::new("k", &format!("v{i}-{j}"), 2000 + i as i64)).collect();
+        let batch = encode_producer_batch(&records, producer_id, epoch, 3 * i);
+        let r = produce(&mut lc, "s", 0, batch, -1).await.unwrap();
+        assert_eq!((r.error_code, r.base_offset), (0, 1 + 3 * i as i64), "batch {i}");
+    }
+    let high_watermark = 1 + 3 * batches as i64;
+    let leading = servers.iter().find(|s| s.node.config.node_id == leader as u64).unwrap();
+    let p = leading.node.partition("s", 0).unwrap();
+    let purged = eventually("the leader purging its log", || async {
+        let purged = p.raft.metrics().borrow().purged.map(|l| l.index)?;
+        (purged > last_seen + 1).then_some(purged)
+    })
+    .await;
+
+    // Back, it is sent a snapshot (the entries it missed are gone) and copies the batches.
+    let back = start(configs[lagging].clone()).await;
+    let q = eventually("the lagging replica caught up", || async {
+        let q = back.node.partition("s", 0)?;
+        (q.offsets().high_watermark == high_watermark).then_some(q)
+    })
+    .await;
+    let theirs = p.log.batches_from(0, 10_000).unwrap();
+    let ours = q.log.batches_from(0, 10_000).unwrap();
+    assert_eq!(ours.len(), batches as usize + 1);
+    assert_eq!(ours, theirs, "the copied batches are the leader's");
+    assert_eq!(q.offsets(), p.offsets());
+    assert_eq!(q.producers().unwrap(), p.producers().unwrap());
+    let data_files = std::fs::read_dir(back.node.db.segments_dir(q.group))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".data"))
+        .count();
+    assert_eq!(data_files, 1, "batches copied for a snapshot (purged up to {purged})");
+    servers.push(back);
+
+    // The leader stops: whichever replica takes over (the one that caught up, or the
+    // other) has every record, knows the producer (a retry of its last batch is a
+    // duplicate) and takes new records after them.
+    let at = servers.iter().position(|s| s.node.config.node_id == leader as u64).unwrap();
+    servers.remove(at).shutdown().await;
+    let survivor = servers[0].kafka_addr;
+    let new = eventually("a new leader", || async {
+        let mut c = Client::connect(survivor).await;
+        let m = metadata(&mut c, &["s"], false).await;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != leader).then_some(p.leader_id.0)
+    })
+    .await;
+    let mut nc = Client::connect(kafka_addr(&servers, new)).await;
+    let last: Vec<TestRecord> =
+        (0..3).map(|j| TestRecord::new("k", &format!("v{}-{j}", batches - 1), 2000 + batches as i64 - 1)).collect();
+    let retry = encode_producer_batch(&last, producer_id, epoch, 3 * (batches - 1));
+    let r = produce(&mut nc, "s", 0, retry, -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, high_watermark - 3), "a retry on node {new}");
+    let next = encode_producer_batch(&[TestRecord::new("k", "after", 9000)], producer_id, epoch, 3 * batches);
+    let r = produce(&mut nc, "s", 0, next, -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, high_watermark), "on node {new}");
+    // The replica that caught up serves every record, the new one included.
+    let lagging_addr = kafka_addr(&servers, lagging_id as i32);
+    eventually("every record on the replica that caught up", || async {
+        let mut c = Client::connect(lagging_addr).await;
+        let mut offsets = Vec::new();
+        loop {
+            let at = offsets.last().map_or(0, |o| o + 1);
+            let records = decode_records(fetch(&mut c, "s", 0, at, 0, 1).await.records.unwrap_or_default());
+            if records.is_empty() {
+                break;
+            }
+            offsets.extend(records.iter().map(|(o, _)| *o));
+        }
+        (offsets == (0..=high_watermark).collect::<Vec<_>>()).then_some(())
+    })
+    .await;
     for s in servers {
         s.shutdown().await;
     }

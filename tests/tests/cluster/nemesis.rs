@@ -60,6 +60,24 @@ impl Process {
     }
 }
 
+/// A client of node 1 once it listens (it does once the controller has a leader), or
+/// `None` if a node exits first or a minute passes.
+async fn first_listening(nodes: &mut [Process]) -> Option<Client> {
+    for _ in 0..1200 {
+        if let Some(c) = Client::try_connect(([127, 0, 0, 1], nodes[0].kafka).into()).await {
+            return Some(c);
+        }
+        for n in nodes.iter_mut() {
+            if let Some(Ok(Some(status))) = n.child.as_mut().map(|c| c.try_wait()) {
+                eprintln!("node {} exited at start ({status}); starting again", n.id);
+                return None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 /// A small deterministic random source (xorshift).
 struct Random(u64);
 
@@ -217,28 +235,31 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
     let secs: u64 = std::env::var("QUARRY_NEMESIS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
     let mut nodes: Vec<Process> = (0..3)
-        .map(|i| Process {
-            id: i as u64 + 1,
-            kafka: free_port(),
-            raft: free_port(),
-            dir: dirs[i].path().to_path_buf(),
-            child: None,
-        })
+        .map(|i| Process { id: i as u64 + 1, kafka: 0, raft: 0, dir: dirs[i].path().to_path_buf(), child: None })
         .collect();
-    let peers = nodes.iter().map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft)).collect::<Vec<_>>().join(",");
-    for n in nodes.iter_mut() {
-        n.spawn(&peers);
-    }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.kafka).collect();
-    // The nodes answer once the controller has a leader.
+    // Ports are picked free but bound later, by the nodes: a test running beside this one
+    // may take one first. Then a node exits before it listens, and all start again, with
+    // fresh ports and empty directories.
+    let mut peers = String::new();
     let mut admin = None;
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", ports[0])).await.is_ok() {
-            admin = Some(Client::connect(([127, 0, 0, 1], ports[0]).into()).await);
+    for _ in 0..3 {
+        for n in nodes.iter_mut() {
+            n.kill();
+            n.kafka = free_port();
+            n.raft = free_port();
+            let _ = std::fs::remove_dir_all(&n.dir);
+            std::fs::create_dir_all(&n.dir).unwrap();
+        }
+        peers = nodes.iter().map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+        for n in nodes.iter_mut() {
+            n.spawn(&peers);
+        }
+        admin = first_listening(&mut nodes).await;
+        if admin.is_some() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.kafka).collect();
     let mut admin = admin.expect("node 1 listens");
     assert_eq!(create_topic(&mut admin, TOPIC, PARTITIONS, &[]).await, 0);
     let mut pids = Vec::new();
