@@ -108,6 +108,10 @@ impl<M: Machine> StateMachine<M> {
         Ok(StateMachine { db, store, machine, applied: applied.log_id, membership: applied.membership })
     }
 
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
     /// Raft index of the last entry applied, as stored.
     pub fn applied_index(&self) -> Option<u64> {
         self.applied.map(|l| l.index)
@@ -133,6 +137,15 @@ impl<M: Machine> StateMachine<M> {
     }
 }
 
+/// Writes the memtables to SST files: what applies wrote without the WAL becomes durable.
+async fn flush(db: &Arc<Db>) -> Result<(), StorageError<u64>> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush_memtables())
+        .await
+        .map_err(|e| io_err(ErrorVerb::Write, e))?
+        .map_err(|e| io_err(ErrorVerb::Write, e))
+}
+
 /// Builds snapshots from the machine's state at the moment it is asked.
 pub struct SnapshotBuilder<M: Machine> {
     db: Arc<Db>,
@@ -144,11 +157,7 @@ impl<M: Machine> RaftSnapshotBuilder<M::C> for SnapshotBuilder<M> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<M::C>, StorageError<u64>> {
         // Everything applied up to the snapshot must be in SST files before raft may purge
         // the entries that could rebuild it.
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush_memtables())
-            .await
-            .map_err(|e| io_err(ErrorVerb::Write, e))?
-            .map_err(|e| io_err(ErrorVerb::Write, e))?;
+        flush(&self.db).await?;
         let snapshot = std::mem::replace(
             &mut self.snapshot,
             Err(io_err(ErrorVerb::Read, std::io::Error::other("snapshot taken"))),
@@ -212,8 +221,11 @@ impl<M: Machine> RaftStateMachine<M::C> for StateMachine<M> {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        let data: SnapshotBytes<M::State> =
-            bincode::deserialize(snapshot.get_ref()).map_err(|e| io_err(ErrorVerb::Read, e))?;
+        let bytes = snapshot.into_inner();
+        let data: SnapshotBytes<M::State> = bincode::deserialize(&bytes).map_err(|e| io_err(ErrorVerb::Read, e))?;
+        // What earlier applies wrote skipped the WAL, and the entries that would replay it
+        // are purged once this returns: it goes to SST files first.
+        flush(&self.db).await?;
         let mut wb = WriteBatch::default();
         self.machine
             .install(&mut wb, meta, data.applied.state, data.extra)
@@ -222,6 +234,8 @@ impl<M: Machine> RaftStateMachine<M::C> for StateMachine<M> {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.save_applied(&mut wb)?;
+        // The snapshot installed is this replica's current one, to send on if it leads.
+        self.store.put(&mut wb, TAG_SNAPSHOT, &(meta.clone(), bytes)).map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.db.write(wb, Durability::Wal).map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.machine.published();
         Ok(())

@@ -15,6 +15,8 @@
 //! state machine writes skip the WAL and are rebuilt from the raft log after a crash (see
 //! `storage::db`), so [`machine`] flushes memtables before a snapshot lets raft purge.
 
+#[cfg(test)]
+mod conformance;
 pub mod controller;
 pub mod machine;
 pub mod network;

@@ -534,6 +534,37 @@ impl Drop for FetchWaiting {
     }
 }
 
+/// Opens a partition group's raft log and state machine; the receiver follows its offsets.
+pub(crate) fn open_stores(
+    db: &Arc<Db>,
+    group: GroupId,
+    network: &GroupNetwork,
+) -> anyhow::Result<(RaftLogStore<PartitionTypes>, StateMachine<PartitionMachine>, watch::Receiver<Offsets>)> {
+    let segments = Segments::open(db.segments_dir(group))?;
+    let log = PartitionLog::new(db.clone(), group, segments.clone());
+    let (publish, offsets) = watch::channel(Offsets::default());
+    let state_store = StateStore::new(db.clone(), group);
+    let machine = PartitionMachine {
+        log: log.clone(),
+        offsets_store: OffsetStore::new(db.clone(), group),
+        state_store: state_store.clone(),
+        producers: Producers::new(stored_producers(&state_store)?),
+        offsets: Offsets::default(),
+        publish,
+        network: network.clone(),
+    };
+    let sm = StateMachine::open(db.clone(), state_store, machine)?;
+    // Nothing is applied yet, so what is stored is what was flushed: files below the
+    // first batch, or below the next entry to apply, hold nothing live.
+    let floor = match log.first_info()? {
+        Some(b) => b.entry,
+        None => sm.applied_index().map_or(0, |i| i + 1),
+    };
+    segments.init_data_floor(floor);
+    let log_store = RaftLogStore::<PartitionTypes>::with_segments(db.clone(), group, segments)?;
+    Ok((log_store, sm, offsets))
+}
+
 /// The idempotent producers a partition group stores, by id.
 fn stored_producers(store: &StateStore) -> Result<Vec<(i64, ProducerState)>, storage::Error> {
     let states = store.range::<ProducerState>(PRODUCER_TAG)?;
@@ -565,30 +596,8 @@ impl Partition {
         replicas: &[u64],
     ) -> anyhow::Result<Arc<Partition>> {
         let node_id = network.peers.node_id;
-        let segments = Segments::open(db.segments_dir(group))?;
-        let log = PartitionLog::new(db.clone(), group, segments.clone());
-        let (publish, offsets) = watch::channel(Offsets::default());
-        let offsets_store = OffsetStore::new(db.clone(), group);
-        let state_store = StateStore::new(db.clone(), group);
-        let producers = stored_producers(&state_store)?;
-        let machine = PartitionMachine {
-            log: log.clone(),
-            offsets_store: offsets_store.clone(),
-            state_store: state_store.clone(),
-            producers: Producers::new(producers),
-            offsets: Offsets::default(),
-            publish,
-            network: network.clone(),
-        };
-        let sm = StateMachine::open(db.clone(), state_store, machine)?;
-        // Nothing is applied yet, so what is stored is what was flushed: files below the
-        // first batch, or below the next entry to apply, hold nothing live.
-        let floor = match log.first_info()? {
-            Some(b) => b.entry,
-            None => sm.applied_index().map_or(0, |i| i + 1),
-        };
-        segments.init_data_floor(floor);
-        let log_store = RaftLogStore::<PartitionTypes>::with_segments(db.clone(), group, segments)?;
+        let (log_store, sm, offsets) = open_stores(&db, group, &network)?;
+        let (log, offsets_store) = (sm.machine().log.clone(), sm.machine().offsets_store.clone());
         let raft_peers = network.peers.clone();
         let raft = Raft::new(node_id, raft_config, network, log_store, sm).await?;
         if !raft.is_initialized().await? {
