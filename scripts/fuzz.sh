@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Fuzzes the Kafka request decoder with libFuzzer for a bounded time: fuzz.sh SECONDS.
-# cargo-fuzz needs unstable compiler flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+#
+# Builds the target as cargo-fuzz would (libFuzzer from the libfuzzer-sys crate, LLVM's
+# sanitizer-coverage instrumentation, `--cfg fuzzing`, for the host triple so build
+# scripts stay uninstrumented), without installing cargo-fuzz and with the release
+# profile's codegen units: a cold build takes minutes less, the runs are a little slower.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 corpus=protocol/fuzz/corpus/decode_request
-mkdir -p "$corpus"
+artifacts=protocol/fuzz/artifacts/decode_request
+mkdir -p "$corpus" "$artifacts"
 [ -n "$(ls -A "$corpus")" ] || cargo run --release --quiet -p protocol --example fuzz_seeds -- "$corpus"
-cd protocol
-RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --release decode_request "fuzz/corpus/decode_request" -- \
-  -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1
+triple=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-sanitizer-coverage-stack-depth \
+-Cllvm-args=-simplifycfg-branch-fold-threshold=0 --cfg fuzzing" \
+  cargo build --quiet --release --manifest-path protocol/fuzz/Cargo.toml --target "$triple" --bin decode_request
+target="${CARGO_TARGET_DIR:-protocol/fuzz/target}"
+"$target/$triple/release/decode_request" -artifact_prefix="$artifacts/" \
+  -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1 "$corpus"

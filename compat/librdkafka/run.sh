@@ -5,7 +5,7 @@
 #   compat/librdkafka/run.sh --all         # every test that needs a broker, one line each
 #   compat/librdkafka/run.sh 0012 0107/noautocreate 0081+do_test_DeleteGroups  # just these
 #
-# Options: -j N (tests run at once, default 6: they mostly wait, not compute),
+# Options: -j N (tests run at once, default 10: they mostly wait, not compute),
 # --timeout SECONDS (per test, default 300), --quick (librdkafka's quick mode:
 # fewer messages, and the sub-tests not marked quick are left out), --logs DIR
 # (per-test logs and results.tsv; default
@@ -50,7 +50,7 @@ die() {
 }
 
 mode=allow
-jobs=6
+jobs=10
 timeout=300
 quick=
 logs=

@@ -145,6 +145,7 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::ListGroups(_) => ApiKey::ListGroups,
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
         RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
+        RequestKind::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
         other => panic!("no api key mapping for {other:?}"),
     }
 }
@@ -322,6 +323,19 @@ pub mod requests {
         max_wait_ms: i32,
         min_bytes: i32,
     ) -> PartitionData {
+        fetch_at_epoch(c, topic, partition, offset, max_wait_ms, min_bytes, -1).await
+    }
+
+    /// Fetches one partition (Fetch v12) as a client that knows the leader epoch (-1: none).
+    pub async fn fetch_at_epoch(
+        c: &mut Client,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        min_bytes: i32,
+        current_leader_epoch: i32,
+    ) -> PartitionData {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
@@ -333,6 +347,7 @@ pub mod requests {
                 FetchPartition::default()
                     .with_partition(partition)
                     .with_fetch_offset(offset)
+                    .with_current_leader_epoch(current_leader_epoch)
                     .with_partition_max_bytes(1 << 20),
             ])]);
         match c.call(12, RequestKind::Fetch(req)).await {
@@ -353,6 +368,34 @@ pub mod requests {
             ResponseKind::ListOffsets(r) => {
                 let p = &r.topics[0].partitions[0];
                 (p.error_code, p.offset, p.timestamp)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// OffsetForLeaderEpoch v4 for one partition: `(error, leader epoch, end offset)`.
+    pub async fn epoch_end(
+        c: &mut Client,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> (i16, i32, i64) {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        let req = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            OffsetForLeaderTopic::default().with_topic(name(topic)).with_partitions(vec![
+                OffsetForLeaderPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(current_leader_epoch)
+                    .with_leader_epoch(leader_epoch),
+            ]),
+        ]);
+        match c.call(4, RequestKind::OffsetForLeaderEpoch(req)).await {
+            ResponseKind::OffsetForLeaderEpoch(r) => {
+                let p = &r.topics[0].partitions[0];
+                (p.error_code, p.leader_epoch, p.end_offset)
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::list_offsets::DEBUGGING_CONSUMER;
 use super::Call;
 use crate::cluster::partition::Partition;
 use crate::error::{storage_code, ResponseError};
@@ -29,6 +30,7 @@ struct Wanted {
 pub async fn handle(call: &Call, req: FetchRequest) -> FetchResponse {
     let node = &call.node;
     let metadata = node.metadata();
+    let replica_id = if call.version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
     let mut topic_keys: Vec<(String, Uuid)> = Vec::new();
     let mut wanted = Vec::new();
     for topic in &req.topics {
@@ -46,6 +48,13 @@ pub async fn handle(call: &Call, req: FetchRequest) -> FetchResponse {
                 Some(e) => Err(e),
                 None => node.partition(&name, p.partition).ok_or(ResponseError::UnknownTopicOrPartition),
             };
+            // Consumers read from the leader, at the leader epoch they know of.
+            let partition = partition.and_then(|partition| {
+                if replica_id != DEBUGGING_CONSUMER {
+                    partition.check_leader(p.current_leader_epoch)?;
+                }
+                Ok(partition)
+            });
             wanted.push(Wanted {
                 topic: topic_keys.len() - 1,
                 index: p.partition,

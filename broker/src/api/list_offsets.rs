@@ -14,8 +14,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
+/// The replica id of Kafka's debugging consumers, which may read from any replica.
+pub const DEBUGGING_CONSUMER: i32 = -2;
 
 pub fn handle(call: &Call, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let replica_id = req.replica_id.0;
     let topics = req
         .topics
         .into_iter()
@@ -25,18 +28,25 @@ pub fn handle(call: &Call, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let r = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_leader_epoch(-1);
-                    let Some(partition) = call.node.partition(&name, p.partition_index) else {
-                        return r
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_offset(-1)
-                            .with_timestamp(-1);
-                    };
-                    match lookup(&partition, p.timestamp) {
-                        Ok((offset, timestamp)) => r.with_offset(offset).with_timestamp(timestamp),
-                        Err(code) => r.with_error_code(code.code()).with_offset(-1).with_timestamp(-1),
+                    let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let answer = call
+                        .node
+                        .partition(&name, p.partition_index)
+                        .ok_or(ResponseError::UnknownTopicOrPartition)
+                        .and_then(|partition| {
+                            // Consumers ask the leader; replica id -2 is a debugging read.
+                            if replica_id != DEBUGGING_CONSUMER {
+                                partition.check_leader(p.current_leader_epoch)?;
+                            }
+                            lookup(&partition, p.timestamp).map(|found| (found, partition.offsets().leader_epoch))
+                        });
+                    match answer {
+                        Ok(((offset, timestamp), epoch)) => {
+                            r.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(epoch)
+                        }
+                        Err(code) => {
+                            r.with_error_code(code.code()).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1)
+                        }
                     }
                 })
                 .collect();

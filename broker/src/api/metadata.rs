@@ -128,10 +128,9 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
             let leader = hosted.as_ref().and_then(|p| p.leader());
             let p = MetadataResponsePartition::default().with_partition_index(index).with_replica_nodes(replicas);
             match (hosted, leader) {
-                // Leader epoch -1: clients then skip OffsetForLeaderEpoch validation.
                 (Some(hosted), Some(leader)) => p
                     .with_leader_id(BrokerId(leader as i32))
-                    .with_leader_epoch(-1)
+                    .with_leader_epoch(hosted.offsets().leader_epoch)
                     .with_isr_nodes(hosted.in_sync().into_iter().map(|id| BrokerId(id as i32)).collect()),
                 _ => p
                     .with_error_code(ResponseError::LeaderNotAvailable.code())

@@ -17,6 +17,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
     ApiKey::DeleteRecords,
+    ApiKey::OffsetForLeaderEpoch,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -111,6 +113,9 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
         RequestKind::DescribeGroups(req) => ResponseKind::DescribeGroups(group_admin::describe(call, req).await),
         RequestKind::ListGroups(req) => ResponseKind::ListGroups(group_admin::list(call, req).await),
         RequestKind::DeleteGroups(req) => ResponseKind::DeleteGroups(group_admin::delete(call, req).await),
+        RequestKind::OffsetForLeaderEpoch(req) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(call, req))
+        }
         RequestKind::DeleteRecords(req) => ResponseKind::DeleteRecords(delete_records::handle(call, req).await),
         RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(init_producer_id::handle(call, req).await),
         other => {

@@ -117,7 +117,12 @@ pub struct PartitionMachine {
     publish: watch::Sender<Offsets>,
     /// Reaches the other replicas, for the batches a snapshot does not carry.
     network: GroupNetwork,
+    /// Leader epochs and the offset each started at, oldest first (shared with readers).
+    epochs: Arc<std::sync::RwLock<Vec<(i32, i64)>>>,
 }
+
+/// Tag of the leader epoch history in the group's [`StateStore`].
+const EPOCHS_TAG: u64 = 16;
 
 /// What a partition's snapshot carries besides its [`Offsets`]: the state that lives
 /// outside them. Not the batches: a replica installing the snapshot copies the ones it
@@ -129,6 +134,7 @@ struct SnapshotExtra {
     producers: Vec<(i64, ProducerState)>,
     /// Consumer group offsets and records (partitions of the offsets topic).
     offsets: Vec<(Vec<u8>, Vec<u8>)>,
+    epochs: Vec<(i32, i64)>,
 }
 
 /// A replica's answer to [`Rpc::ReadBatches`]: stored batches, as served.
@@ -430,8 +436,22 @@ impl Machine for PartitionMachine {
         }
     }
 
-    fn on_blank(&mut self, _wb: &mut WriteBatch, log_id: &LogId<u64>) {
-        self.offsets.leader_epoch = i32::try_from(log_id.leader_id.term).unwrap_or(i32::MAX);
+    fn on_blank(&mut self, wb: &mut WriteBatch, log_id: &LogId<u64>) {
+        let epoch = i32::try_from(log_id.leader_id.term).unwrap_or(i32::MAX);
+        self.offsets.leader_epoch = epoch;
+        // A new leader's records start at the log end (Kafka's leader epoch cache). Epochs
+        // that ended before the log start are forgotten, but for the last of them.
+        let mut epochs = self.epochs.write().unwrap_or_else(|p| p.into_inner());
+        if epochs.last().is_some_and(|(e, _)| *e >= epoch) {
+            return;
+        }
+        epochs.push((epoch, self.offsets.high_watermark));
+        let log_start = self.offsets.log_start_offset;
+        let ended = epochs.windows(2).take_while(|w| w[1].1 <= log_start).count();
+        epochs.drain(..ended);
+        if let Err(e) = self.state_store.put(wb, EPOCHS_TAG, &*epochs) {
+            tracing::error!(error = %e, "cannot store leader epochs");
+        }
     }
 
     fn empty_response(&self) -> PartitionResp {
@@ -456,6 +476,7 @@ impl Machine for PartitionMachine {
             built_by: self.network.peers.node_id,
             producers: self.producers.states(),
             offsets: self.offsets_store.export()?,
+            epochs: self.epochs.read().unwrap_or_else(|p| p.into_inner()).clone(),
         };
         bincode::serialize(&extra).map_err(|source| storage::Error::Corrupt { what: "partition snapshot", source })
     }
@@ -492,6 +513,8 @@ impl Machine for PartitionMachine {
                 self.state_store.put(wb, PRODUCER_TAG | *id as u64, producer)?;
             }
             self.offsets_store.import(wb, &extra.offsets);
+            self.state_store.put(wb, EPOCHS_TAG, &extra.epochs)?;
+            *self.epochs.write().unwrap_or_else(|p| p.into_inner()) = extra.epochs;
             Ok(())
         }
     }
@@ -523,6 +546,7 @@ pub struct Partition {
     offsets: watch::Receiver<Offsets>,
     produce: mpsc::Sender<ProduceJob>,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
+    epochs: Arc<std::sync::RwLock<Vec<(i32, i64)>>>,
 }
 
 /// Marks one fetch as parked on a partition until dropped.
@@ -531,6 +555,27 @@ pub struct FetchWaiting(Arc<std::sync::atomic::AtomicUsize>);
 impl Drop for FetchWaiting {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Kafka's `LeaderEpochFileCache.endOffsetFor` over `epochs` (epoch, start offset) with
+/// `current` the latest epoch; a log written before epochs were kept counts as one epoch.
+fn epoch_end(epochs: &[(i32, i64)], current: i32, log_start: i64, log_end: i64, requested: i32) -> (i32, i64) {
+    let fallback = [(current, log_start)];
+    let epochs = if epochs.is_empty() { &fallback[..] } else { epochs };
+    if requested < 0 {
+        return (-1, -1);
+    }
+    if requested == current {
+        return (current, log_end);
+    }
+    let Some(next) = epochs.iter().position(|(e, _)| *e > requested) else {
+        return (-1, -1);
+    };
+    let end = epochs[next].1;
+    match next.checked_sub(1) {
+        Some(floor) => (epochs[floor].0, end),
+        None => (requested, end),
     }
 }
 
@@ -544,6 +589,7 @@ pub(crate) fn open_stores(
     let log = PartitionLog::new(db.clone(), group, segments.clone());
     let (publish, offsets) = watch::channel(Offsets::default());
     let state_store = StateStore::new(db.clone(), group);
+    let epochs: Vec<(i32, i64)> = state_store.get(EPOCHS_TAG)?.unwrap_or_default();
     let machine = PartitionMachine {
         log: log.clone(),
         offsets_store: OffsetStore::new(db.clone(), group),
@@ -552,6 +598,7 @@ pub(crate) fn open_stores(
         offsets: Offsets::default(),
         publish,
         network: network.clone(),
+        epochs: Arc::new(std::sync::RwLock::new(epochs)),
     };
     let sm = StateMachine::open(db.clone(), state_store, machine)?;
     // Nothing is applied yet, so what is stored is what was flushed: files below the
@@ -597,7 +644,8 @@ impl Partition {
     ) -> anyhow::Result<Arc<Partition>> {
         let node_id = network.peers.node_id;
         let (log_store, sm, offsets) = open_stores(&db, group, &network)?;
-        let (log, offsets_store) = (sm.machine().log.clone(), sm.machine().offsets_store.clone());
+        let machine = sm.machine();
+        let (log, offsets_store, epochs) = (machine.log.clone(), machine.offsets_store.clone(), machine.epochs.clone());
         let raft_peers = network.peers.clone();
         let raft = Raft::new(node_id, raft_config, network, log_store, sm).await?;
         if !raft.is_initialized().await? {
@@ -630,6 +678,7 @@ impl Partition {
             offsets,
             produce: tx,
             waiting_fetches: Default::default(),
+            epochs,
         });
         tokio::spawn(run_batcher(raft, rx, producer_id_expiration_ms));
         Ok(partition)
@@ -705,6 +754,30 @@ impl Partition {
     /// Writes a consumer group's membership record through raft (`None` drops it).
     pub async fn store_group(&self, group: String, record: Option<Vec<u8>>) -> Result<(), ResponseError> {
         self.write(PartitionCmd::StoreGroup { group, record }).await.map(|_| ())
+    }
+
+    /// Checks a consumer's request against this replica: it must lead the partition, and
+    /// the client's `current_leader_epoch` (-1: none given) must be the current one
+    /// (FENCED_LEADER_EPOCH if older, UNKNOWN_LEADER_EPOCH if newer, as Kafka answers).
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), ResponseError> {
+        if !self.is_leader() {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let epoch = self.offsets().leader_epoch;
+        match current_leader_epoch {
+            e if e < 0 || e == epoch => Ok(()),
+            e if e < epoch => Err(ResponseError::FencedLeaderEpoch),
+            _ => Err(ResponseError::UnknownLeaderEpoch),
+        }
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch at or below `requested` and the offset it
+    /// ended at (where the next began; the log end for the current one). `(-1, -1)` for
+    /// an epoch after the current one.
+    pub fn epoch_end(&self, requested: i32) -> (i32, i64) {
+        let offsets = self.offsets();
+        let epochs = self.epochs.read().unwrap_or_else(|p| p.into_inner());
+        epoch_end(&epochs, offsets.leader_epoch, offsets.log_start_offset, offsets.high_watermark, requested)
     }
 
     /// Whether this node leads the partition now.
@@ -837,5 +910,27 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_end;
+
+    #[test]
+    fn epoch_end_answers_as_kafka_does() {
+        // Epoch 2 wrote offsets 0..10, epoch 4 wrote 10..25, epoch 7 is current from 25.
+        let epochs = [(2, 0), (4, 10), (7, 25)];
+        let end = |requested| epoch_end(&epochs, 7, 0, 40, requested);
+        assert_eq!(end(7), (7, 40), "the current epoch ends at the log end");
+        assert_eq!(end(4), (4, 25));
+        assert_eq!(end(5), (4, 25), "an epoch with no leader here: the one before it");
+        assert_eq!(end(2), (2, 10));
+        assert_eq!(end(1), (1, 0), "before the first: the first's start");
+        assert_eq!(end(8), (-1, -1), "after the current");
+        assert_eq!(end(-1), (-1, -1));
+        // A log kept from before epochs were recorded is one epoch.
+        assert_eq!(epoch_end(&[], 3, 5, 9, 3), (3, 9));
+        assert_eq!(epoch_end(&[], 3, 5, 9, 2), (2, 5));
     }
 }

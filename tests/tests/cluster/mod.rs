@@ -124,6 +124,21 @@ async fn three_nodes_replicate_partitions_and_survive_a_leader() {
         }
     }
 
+    // Consumers read from the leader at its epoch (the raft term, as Metadata says).
+    let m = metadata(&mut c, &["t"], false).await;
+    let epoch = m.topics[0].partitions[0].leader_epoch;
+    assert!(epoch >= 1, "leader epoch {epoch}");
+    let mut lc = Client::connect(kafka_addr(&servers, leaders[0])).await;
+    let follower = (1..=3).find(|id| *id != leaders[0]).unwrap();
+    let mut fc = Client::connect(kafka_addr(&servers, follower)).await;
+    assert_eq!(fetch(&mut fc, "t", 0, 0, 0, 1).await.error_code, 6, "NOT_LEADER_OR_FOLLOWER from a follower");
+    assert_eq!(list_offset(&mut fc, "t", 0, -1).await.0, 6);
+    assert_eq!(fetch_at_epoch(&mut lc, "t", 0, 0, 0, 1, epoch).await.error_code, 0);
+    assert_eq!(fetch_at_epoch(&mut lc, "t", 0, 0, 0, 1, epoch - 1).await.error_code, 74, "FENCED_LEADER_EPOCH");
+    assert_eq!(fetch_at_epoch(&mut lc, "t", 0, 0, 0, 1, epoch + 1).await.error_code, 75, "UNKNOWN_LEADER_EPOCH");
+    assert_eq!(epoch_end(&mut lc, "t", 0, epoch, epoch).await, (0, epoch, 10));
+    assert_eq!(epoch_end(&mut fc, "t", 0, epoch, epoch).await.0, 6);
+
     // The leader of partition 0 stops: another replica takes over with every record, and
     // takes new ones.
     let old = leaders[0];
@@ -144,6 +159,13 @@ async fn three_nodes_replicate_partitions_and_survive_a_leader() {
     let records = decode_records(data.records.unwrap());
     assert_eq!(records.len(), 11);
     assert_eq!(records.iter().map(|(o, _)| *o).collect::<Vec<_>>(), (0..11).collect::<Vec<_>>());
+    // A new epoch, which began where the old one ended.
+    let m = metadata(&mut c, &["t"], false).await;
+    let new_epoch = m.topics[0].partitions[0].leader_epoch;
+    assert!(new_epoch > epoch, "epoch {new_epoch} after {epoch}");
+    assert_eq!(epoch_end(&mut c, "t", 0, new_epoch, epoch).await, (0, epoch, 10));
+    assert_eq!(epoch_end(&mut c, "t", 0, new_epoch, new_epoch).await, (0, new_epoch, 11));
+    assert_eq!(fetch_at_epoch(&mut c, "t", 0, 0, 0, 1, epoch).await.error_code, 74);
 
     for s in servers {
         s.shutdown().await;
@@ -243,20 +265,13 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     let next = encode_producer_batch(&[TestRecord::new("k", "after", 9000)], producer_id, epoch, 3 * batches);
     let r = produce(&mut nc, "s", 0, next, -1).await.unwrap();
     assert_eq!((r.error_code, r.base_offset), (0, high_watermark), "on node {new}");
-    // The replica that caught up serves every record, the new one included.
-    let lagging_addr = kafka_addr(&servers, lagging_id as i32);
+    // The replica that caught up holds every record, the new one included.
+    let leading = servers.iter().find(|s| s.node.config.node_id == new as u64).unwrap();
+    let lagging = servers.iter().find(|s| s.node.config.node_id == lagging_id).unwrap();
+    let (p, q) = (leading.node.partition("s", 0).unwrap(), lagging.node.partition("s", 0).unwrap());
     eventually("every record on the replica that caught up", || async {
-        let mut c = Client::connect(lagging_addr).await;
-        let mut offsets = Vec::new();
-        loop {
-            let at = offsets.last().map_or(0, |o| o + 1);
-            let records = decode_records(fetch(&mut c, "s", 0, at, 0, 1).await.records.unwrap_or_default());
-            if records.is_empty() {
-                break;
-            }
-            offsets.extend(records.iter().map(|(o, _)| *o));
-        }
-        (offsets == (0..=high_watermark).collect::<Vec<_>>()).then_some(())
+        let ours = q.log.batches_from(0, 10_000).ok()?;
+        (ours.len() == batches as usize + 2 && ours == p.log.batches_from(0, 10_000).ok()?).then_some(())
     })
     .await;
     for s in servers {

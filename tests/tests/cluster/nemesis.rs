@@ -26,6 +26,7 @@ struct Process {
     id: u64,
     kafka: u16,
     raft: u16,
+    http: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -44,7 +45,7 @@ impl Process {
             .arg(&self.dir)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.kafka)])
             .args(["--raft-listen", &format!("127.0.0.1:{}", self.raft), "--peers", peers])
-            .args(["--http-listen", "127.0.0.1:0", "--sql-listen", "127.0.0.1:0"])
+            .args(["--http-listen", &format!("127.0.0.1:{}", self.http), "--sql-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -199,33 +200,26 @@ async fn producer(ports: Vec<u16>, p: u64, pid: i64, stop: Arc<AtomicBool>, acke
     (batches, retries)
 }
 
-/// Every record of a partition as one node serves it: (offset, id).
-async fn read_all(port: u16, partition: i32) -> Vec<(i64, u64)> {
+/// Every record of a partition in one node's replica, read with SQL (a follower serves
+/// no Kafka fetches): (offset, id).
+async fn read_all(http: u16, partition: i32) -> Vec<(i64, u64)> {
     // A node restarted last may not listen yet.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        if let Some(c) = Client::try_connect(([127, 0, 0, 1], port).into()).await {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "port {port} does not accept connections");
+    let addr = ([127, 0, 0, 1], http).into();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "port {http} does not accept connections");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let data = fetch(&mut c, TOPIC, partition, offset, 0, 1).await;
-        assert_eq!(data.error_code, 0, "fetch of partition {partition} at {offset} from port {port}");
-        let records = decode_records(data.records.unwrap_or_default());
-        let Some(last) = records.last() else { break };
-        offset = last.0 + 1;
-        for (o, r) in records {
-            out.push((o, std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap()));
-        }
-        if offset >= data.high_watermark {
-            break;
-        }
     }
-    out
+    let sql =
+        format!("SELECT _offset, text(_value) AS id FROM {TOPIC} WHERE _partition = {partition} ORDER BY _offset");
+    let (status, body) = sql_http(addr, &sql).await;
+    assert_eq!(status, 200, "{body}");
+    body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| (row[0].as_i64().expect("offset"), row[1].as_str().expect("id").parse().expect("numeric id")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,7 +229,14 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
     let secs: u64 = std::env::var("QUARRY_NEMESIS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
     let mut nodes: Vec<Process> = (0..3)
-        .map(|i| Process { id: i as u64 + 1, kafka: 0, raft: 0, dir: dirs[i].path().to_path_buf(), child: None })
+        .map(|i| Process {
+            id: i as u64 + 1,
+            kafka: 0,
+            raft: 0,
+            http: 0,
+            dir: dirs[i].path().to_path_buf(),
+            child: None,
+        })
         .collect();
     // Ports are picked free but bound later, by the nodes: a test running beside this one
     // may take one first. Then a node exits before it listens, and all start again, with
@@ -247,6 +248,7 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
             n.kill();
             n.kafka = free_port();
             n.raft = free_port();
+            n.http = free_port();
             let _ = std::fs::remove_dir_all(&n.dir);
             std::fs::create_dir_all(&n.dir).unwrap();
         }
@@ -314,8 +316,9 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
         }
     };
     let mut seen: HashMap<u64, Vec<(i32, i64)>> = HashMap::new();
+    let http_of = |kafka: u16| nodes.iter().find(|n| n.kafka == kafka).expect("a node's port").http;
     for partition in 0..PARTITIONS {
-        let on_leader = read_all(leaders[partition as usize], partition).await;
+        let on_leader = read_all(http_of(leaders[partition as usize]), partition).await;
         for (o, id) in &on_leader {
             seen.entry(*id).or_default().push((partition, *o));
         }
@@ -327,10 +330,10 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
                 assert!(n > before, "partition {partition}: producer {producer} record {n:#x} after {before:#x}");
             }
         }
-        for port in &ports {
+        for port in nodes.iter().map(|n| n.http) {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let replica = read_all(*port, partition).await;
+                let replica = read_all(port, partition).await;
                 if replica == on_leader {
                     break;
                 }
