@@ -401,6 +401,63 @@ pub mod requests {
         }
     }
 
+    /// JoinGroup v9 of a consumer-protocol member (`""`: a new member) with one
+    /// assignor, "range", and 10 s timeouts.
+    pub async fn join_group(c: &mut Client, group: &str, member: &str) -> JoinGroupResponse {
+        use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(bytes::Bytes::from("m"))]);
+        match c.call(9, RequestKind::JoinGroup(req)).await {
+            ResponseKind::JoinGroup(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// SyncGroup v5 of a member that assigns itself "events-0".
+    pub async fn sync_group(c: &mut Client, group: &str, member: &str, generation: i32) -> SyncGroupResponse {
+        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+        let member = StrBytes::from_string(member.to_string());
+        let req = SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id(generation)
+            .with_member_id(member.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(member)
+                .with_assignment(bytes::Bytes::from("events-0"))]);
+        match c.call(5, RequestKind::SyncGroup(req)).await {
+            ResponseKind::SyncGroup(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Heartbeat v4: the error code.
+    pub async fn heartbeat(c: &mut Client, group: &str, member: &str, generation: i32) -> i16 {
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.to_string()));
+        match c.call(4, RequestKind::Heartbeat(req)).await {
+            ResponseKind::Heartbeat(r) => r.error_code,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// FindCoordinator v3 of a group: `(error, node id)`.
+    pub async fn find_coordinator(c: &mut Client, group: &str) -> (i16, i32) {
+        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0);
+        match c.call(3, RequestKind::FindCoordinator(req)).await {
+            ResponseKind::FindCoordinator(r) => (r.error_code, r.node_id.0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     /// Metadata for the given topics (v12), auto-creating them if `create`.
     pub async fn metadata(c: &mut Client, topics: &[&str], create: bool) -> MetadataResponse {
         let req = MetadataRequest::default()

@@ -41,9 +41,11 @@ pub fn handle(call: &Call, req: ListOffsetsRequest) -> ListOffsetsResponse {
                             lookup(&partition, p.timestamp).map(|found| (found, partition.offsets().leader_epoch))
                         });
                     match answer {
-                        Ok(((offset, timestamp), epoch)) => {
-                            r.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(epoch)
-                        }
+                        // Leader epochs came with v4.
+                        Ok(((offset, timestamp), epoch)) => r
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(if call.version >= 4 { epoch } else { -1 }),
                         Err(code) => {
                             r.with_error_code(code.code()).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1)
                         }

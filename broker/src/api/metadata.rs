@@ -54,6 +54,12 @@ pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
         }
     }
 
+    if call.version < 7 {
+        // Leader epochs came with v7; a field the version lacks cannot be encoded.
+        for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.leader_epoch = -1;
+        }
+    }
     let metadata = node.metadata();
     let mut ids: Vec<u64> = metadata.brokers.keys().copied().collect();
     if !ids.contains(&node.config.node_id) {

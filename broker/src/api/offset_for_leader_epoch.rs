@@ -28,7 +28,10 @@ pub fn handle(call: &Call, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderE
                             },
                         );
                     match answer {
-                        Ok((epoch, end)) => r.with_leader_epoch(epoch).with_end_offset(end),
+                        // v0 answers with the end offset alone.
+                        Ok((epoch, end)) => {
+                            r.with_leader_epoch(if call.version >= 1 { epoch } else { -1 }).with_end_offset(end)
+                        }
                         Err(code) => r.with_error_code(code.code()).with_leader_epoch(-1).with_end_offset(-1),
                     }
                 })

@@ -224,12 +224,7 @@ impl Node {
         let count = self.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
         for index in 0..count as i32 {
             let Some(p) = self.partition(OFFSETS_TOPIC, index) else { continue };
-            for (group, bytes) in p.offsets_store.records()? {
-                match bincode::deserialize(&bytes) {
-                    Ok(record) => self.groups.load(&group, record),
-                    Err(e) => tracing::error!(group, error = %e, "undecodable group record skipped"),
-                }
-            }
+            load_groups_of(&self.groups, &p)?;
         }
         Ok(())
     }
@@ -374,6 +369,9 @@ impl Node {
                 &replicas,
             )
             .await?;
+            if p.topic == OFFSETS_TOPIC {
+                tokio::spawn(follow_coordination(self.groups.clone(), p.clone()));
+            }
             self.partitions.write().expect("partition map lock").insert(group, p);
         }
         for p in self.partitions() {
@@ -567,6 +565,43 @@ impl network::Handler for Node {
                 None => return Err(format!("group {group} is not on node {}", self.config.node_id)),
             }
         }
+    }
+}
+
+/// Loads the consumer groups whose records offsets partition `p` keeps.
+fn load_groups_of(groups: &crate::group::service::GroupService, p: &Partition) -> Result<(), storage::Error> {
+    for (group, bytes) in p.offsets_store.records()? {
+        match bincode::deserialize(&bytes) {
+            Ok(record) => groups.load(&group, record),
+            Err(e) => tracing::error!(group, error = %e, "undecodable group record skipped"),
+        }
+    }
+    Ok(())
+}
+
+/// Moves the coordination of an offsets partition's consumer groups with its leader: when
+/// this node becomes the leader it loads the groups' records as last written through raft
+/// (once its first entry has applied, so are all earlier ones), and members carry on in
+/// their generation here without a rebalance. Ends with the partition's raft.
+async fn follow_coordination(groups: Arc<crate::group::service::GroupService>, p: Arc<Partition>) {
+    let mut metrics = p.raft.metrics();
+    let mut leading = p.is_leader();
+    while metrics.changed().await.is_ok() {
+        let (now_leading, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader == Some(m.id), m.current_term)
+        };
+        if now_leading && !leading {
+            let mut offsets = p.watch();
+            let caught_up = offsets.wait_for(|o| o.leader_epoch as u64 >= term);
+            if matches!(tokio::time::timeout(Duration::from_secs(10), caught_up).await, Ok(Ok(_))) {
+                match load_groups_of(&groups, &p) {
+                    Ok(()) => tracing::info!(partition = p.index, term, "coordinating this offsets partition's groups"),
+                    Err(e) => tracing::error!(partition = p.index, error = %e, "cannot load consumer groups"),
+                }
+            }
+        }
+        leading = now_leading;
     }
 }
 

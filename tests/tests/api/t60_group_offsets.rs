@@ -276,7 +276,6 @@ mod wire {
 }
 
 mod membership {
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
     use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
     use kafka_protocol::messages::*;
@@ -287,18 +286,6 @@ mod membership {
 
     fn s(v: &str) -> StrBytes {
         StrBytes::from_string(v.to_string())
-    }
-
-    fn join_req(member: &str) -> JoinGroupRequest {
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(s("members")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_member_id(s(member))
-            .with_protocol_type(s("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(s("range"))
-                .with_metadata(bytes::Bytes::from("m"))])
     }
 
     async fn describe(c: &mut Client, version: i16) -> describe_groups_response::DescribedGroup {
@@ -332,13 +319,6 @@ mod membership {
         }
     }
 
-    async fn join(c: &mut Client, member: &str) -> JoinGroupResponse {
-        match c.call(9, RequestKind::JoinGroup(join_req(member))).await {
-            ResponseKind::JoinGroup(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_joins_syncs_heartbeats_commits_and_leaves() {
         let dir = temp_dir();
@@ -350,11 +330,11 @@ mod membership {
         assert_eq!(create_topic(&mut c, "events", 1, &[]).await, 0);
 
         // KIP-394: the first join only hands out a member id.
-        let first = join(&mut c, "").await;
+        let first = join_group(&mut c, "members", "").await;
         assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
         let member = first.member_id.to_string();
         assert!(!member.is_empty());
-        let joined = join(&mut c, &member).await;
+        let joined = join_group(&mut c, "members", &member).await;
         assert_eq!((joined.error_code, joined.generation_id), (0, 1));
         assert_eq!(joined.leader.as_str(), member);
         assert_eq!(joined.protocol_name.as_deref(), Some("range"));
@@ -465,31 +445,6 @@ mod membership {
         server.shutdown().await;
     }
 
-    async fn sync(c: &mut Client, member: &str, generation: i32) -> SyncGroupResponse {
-        let sync = SyncGroupRequest::default()
-            .with_group_id(GroupId(s("members")))
-            .with_generation_id(generation)
-            .with_member_id(s(member))
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(s(member))
-                .with_assignment(bytes::Bytes::from("events-0"))]);
-        match c.call(5, RequestKind::SyncGroup(sync)).await {
-            ResponseKind::SyncGroup(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    async fn heartbeat(c: &mut Client, member: &str, generation: i32) -> i16 {
-        let req = HeartbeatRequest::default()
-            .with_group_id(GroupId(s("members")))
-            .with_generation_id(generation)
-            .with_member_id(s(member));
-        match c.call(4, RequestKind::Heartbeat(req)).await {
-            ResponseKind::Heartbeat(r) => r.error_code,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stable_group_carries_on_after_a_restart_without_a_rebalance() {
         let dir = temp_dir();
@@ -501,9 +456,9 @@ mod membership {
         };
         let server = start(config()).await;
         let mut c = Client::connect(server.kafka_addr).await;
-        let member = join(&mut c, "").await.member_id.to_string();
-        assert_eq!(join(&mut c, &member).await.generation_id, 1);
-        assert_eq!(sync(&mut c, &member, 1).await.error_code, 0);
+        let member = join_group(&mut c, "members", "").await.member_id.to_string();
+        assert_eq!(join_group(&mut c, "members", &member).await.generation_id, 1);
+        assert_eq!(sync_group(&mut c, "members", &member, 1).await.error_code, 0);
         // The record of the stable generation is written through raft in the background.
         let p = server.node.coordinator_for("members").await.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -517,15 +472,15 @@ mod membership {
         let server = start(config()).await;
         let mut c = Client::connect(server.kafka_addr).await;
         // The member heartbeats in its generation as if nothing happened.
-        assert_eq!(heartbeat(&mut c, &member, 1).await, 0);
+        assert_eq!(heartbeat(&mut c, "members", &member, 1).await, 0);
         let g = describe(&mut c, 5).await;
         assert_eq!((g.group_state.as_str(), g.protocol_data.as_str()), ("Stable", "range"));
         assert_eq!(g.members[0].member_id.as_str(), member);
         assert_eq!(g.members[0].member_assignment.as_ref(), b"events-0");
         // A follower's sync in the same generation gets its assignment back.
-        assert_eq!(sync(&mut c, &member, 1).await.assignment.as_ref(), b"events-0");
+        assert_eq!(sync_group(&mut c, "members", &member, 1).await.assignment.as_ref(), b"events-0");
         // A rejoin after the restart is the next generation.
-        assert_eq!(join(&mut c, &member).await.generation_id, 2);
+        assert_eq!(join_group(&mut c, "members", &member).await.generation_id, 2);
         server.shutdown().await;
     }
 
@@ -555,8 +510,8 @@ mod membership {
             }
         }
         // "members" gets a member; "idle" only has offsets, yet is listed, as Empty.
-        let member = join(&mut c, "").await.member_id.to_string();
-        assert_eq!(join(&mut c, &member).await.error_code, 0);
+        let member = join_group(&mut c, "members", "").await.member_id.to_string();
+        assert_eq!(join_group(&mut c, "members", &member).await.error_code, 0);
         let mut listed = list(&mut c, &[]).await;
         listed.sort();
         assert_eq!(listed[0], ("idle".to_string(), "Empty".to_string(), String::new()));
@@ -579,8 +534,8 @@ mod membership {
         config.group_initial_rebalance_delay_ms = 0;
         let server = start(config).await;
         let mut c = Client::connect(server.kafka_addr).await;
-        let member = join(&mut c, "").await.member_id.to_string();
-        assert_eq!(join(&mut c, &member).await.error_code, 0);
+        let member = join_group(&mut c, "members", "").await.member_id.to_string();
+        assert_eq!(join_group(&mut c, "members", &member).await.error_code, 0);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         broker::retention::expire_offsets(&server.node).await;
         assert_eq!((offsets(&server, "idle").await, offsets(&server, "members").await), (0, 1));

@@ -13,27 +13,55 @@ use tests::*;
 
 /// Configs of three nodes that name each other as peers.
 fn three_configs(dirs: &[tempfile::TempDir]) -> Vec<Config> {
-    let raft: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = (0..3).map(|i| format!("{}=127.0.0.1:{}", i + 1, raft[i])).collect::<Vec<_>>().join(",");
-    (0..3)
-        .map(|i| Config {
-            node_id: i as u64 + 1,
-            raft_listen: format!("127.0.0.1:{}", raft[i]),
-            peers: peers.clone(),
-            ..test_config(dirs[i].path())
-        })
-        .collect()
+    let mut configs: Vec<Config> =
+        (0..3).map(|i| Config { node_id: i as u64 + 1, ..test_config(dirs[i].path()) }).collect();
+    fresh_raft_ports(&mut configs);
+    configs
 }
 
-/// Starts the three nodes: each waits for a controller leader, which needs a quorum, so
-/// they start together.
-async fn start_three(configs: &[Config]) -> Vec<Server> {
-    let (a, b, c) = tokio::join!(start(configs[0].clone()), start(configs[1].clone()), start(configs[2].clone()));
-    vec![a, b, c]
+fn fresh_raft_ports(configs: &mut [Config]) {
+    let raft: Vec<u16> = configs.iter().map(|_| free_port()).collect();
+    let peers = raft.iter().enumerate().map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1)).collect::<Vec<_>>();
+    for (c, port) in configs.iter_mut().zip(&raft) {
+        c.raft_listen = format!("127.0.0.1:{port}");
+        c.peers = peers.join(",");
+    }
+}
+
+/// Starts the three nodes together (each waits for a controller leader, which needs a
+/// quorum). Their raft ports are picked free but bound later: should one be taken in
+/// between (by another test, or as the local port of a connection between the nodes),
+/// all start again on fresh ports with empty directories.
+async fn start_three(configs: &mut [Config]) -> Vec<Server> {
+    init_tracing();
+    for attempt in 0.. {
+        let (a, b, c) = tokio::join!(
+            Server::start(configs[0].clone()),
+            Server::start(configs[1].clone()),
+            Server::start(configs[2].clone())
+        );
+        let started: Vec<Result<Server, _>> = vec![a, b, c];
+        if started.iter().all(|s| s.is_ok()) {
+            return started.into_iter().map(|s| s.unwrap()).collect();
+        }
+        for s in started {
+            match s {
+                Ok(s) => s.shutdown().await,
+                Err(e) => eprintln!("a node did not start ({e:#}); starting all three again"),
+            }
+        }
+        assert!(attempt < 3, "three nodes did not start");
+        fresh_raft_ports(configs);
+        for c in configs.iter() {
+            std::fs::remove_dir_all(&c.data_dir).unwrap();
+            std::fs::create_dir_all(&c.data_dir).unwrap();
+        }
+    }
+    unreachable!()
 }
 
 async fn three_nodes(dirs: &[tempfile::TempDir]) -> Vec<Server> {
-    start_three(&three_configs(dirs)).await
+    start_three(&mut three_configs(dirs)).await
 }
 
 /// Waits until every node knows the three brokers (each registers once it is up).
@@ -180,9 +208,9 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     let _serial = one_at_a_time().await;
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
     // A snapshot every 16 entries, so a few dozen produce requests purge the log.
-    let configs: Vec<Config> =
+    let mut configs: Vec<Config> =
         three_configs(&dirs).into_iter().map(|c| Config { raft_snapshot_entries: 16, ..c }).collect();
-    let mut servers = start_three(&configs).await;
+    let mut servers = start_three(&mut configs).await;
     three_registered(&servers).await;
     let mut c = Client::connect(servers[0].kafka_addr).await;
     assert_eq!(create_topic(&mut c, "s", 1, &[]).await, 0);
@@ -274,6 +302,61 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
         (ours.len() == batches as usize + 2 && ours == p.log.batches_from(0, 10_000).ok()?).then_some(())
     })
     .await;
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// A consumer group's coordinator is the leader of its offsets partition; when that node
+/// stops, the new leader coordinates the group and knows its members in their generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_group_moves_with_its_coordinator() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let mut configs: Vec<Config> = three_configs(&dirs)
+        .into_iter()
+        .map(|c| Config { offsets_topic_num_partitions: 1, group_initial_rebalance_delay_ms: 0, ..c })
+        .collect();
+    let mut servers = start_three(&mut configs).await;
+    three_registered(&servers).await;
+    let coordinator_seen_by = |addr| async move {
+        let (error, id) = find_coordinator(&mut Client::connect(addr).await, "g").await;
+        (error == 0).then_some(id)
+    };
+    let first = servers[0].kafka_addr;
+    let coordinator = eventually("a coordinator", || coordinator_seen_by(first)).await;
+    let mut cc = Client::connect(kafka_addr(&servers, coordinator)).await;
+    let member = join_group(&mut cc, "g", "").await.member_id.to_string();
+    let joined = join_group(&mut cc, "g", &member).await;
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(sync_group(&mut cc, "g", &member, 1).await.error_code, 0);
+    assert_eq!(heartbeat(&mut cc, "g", &member, 1).await, 0);
+    // The group's record reaches every replica of the offsets partition through raft.
+    for s in &servers {
+        eventually("the group record on every replica", || async {
+            let p = s.node.partition("__consumer_offsets", 0)?;
+            (p.offsets_store.records().ok()?.len() == 1).then_some(())
+        })
+        .await;
+    }
+    let follower = (1..=3).find(|id| *id != coordinator).unwrap();
+    let mut fc = Client::connect(kafka_addr(&servers, follower)).await;
+    assert_eq!(heartbeat(&mut fc, "g", &member, 1).await, 16, "NOT_COORDINATOR off the leader");
+
+    let at = servers.iter().position(|s| s.node.config.node_id == coordinator as u64).unwrap();
+    servers.remove(at).shutdown().await;
+    let survivor = servers[0].kafka_addr;
+    let new = eventually("a new coordinator", || async {
+        coordinator_seen_by(survivor).await.filter(|id| *id != coordinator)
+    })
+    .await;
+    let new_addr = kafka_addr(&servers, new);
+    let beat = eventually("the member's heartbeat at the new coordinator", || async {
+        let code = heartbeat(&mut Client::connect(new_addr).await, "g", &member, 1).await;
+        (code != 16 && code != 14 && code != 15).then_some(code)
+    })
+    .await;
+    assert_eq!(beat, 0, "the member carries on in generation 1 on node {new}");
     for s in servers {
         s.shutdown().await;
     }
