@@ -21,7 +21,7 @@ test: deps
 	$(CARGO) test --release --workspace
 	compat/run.sh
 	compat/librdkafka/run.sh
-	scripts/fuzz.sh 60
+	scripts/fuzz.sh 30
 
 unit: deps
 	$(CARGO) test --release --workspace
@@ -42,7 +42,7 @@ bench-sql: build
 	@bench/.venv/bin/python -c 'import duckdb' 2>/dev/null || bench/.venv/bin/pip install -q -r bench/requirements.txt
 	cd bench && $(CARGO) run --release --bin sql
 
-# The cluster nemesis test for 10 minutes (make test runs it for 40 s).
+# The cluster nemesis test for 10 minutes (make test runs it for 2 minutes).
 soak: build
 	QUARRY_NEMESIS_SECS=$${QUARRY_NEMESIS_SECS:-600} $(CARGO) test --release --workspace --test integration cluster::nemesis -- --nocapture
 

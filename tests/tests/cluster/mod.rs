@@ -361,3 +361,71 @@ async fn a_consumer_group_moves_with_its_coordinator() {
         s.shutdown().await;
     }
 }
+
+/// A leader cut off from the other nodes can no longer acknowledge a write: the others
+/// elect a new leader that takes records, and once the network heals the old leader's
+/// unacknowledged write is gone and its replica holds the new leader's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_leader_acknowledges_nothing() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let servers = three_nodes(&dirs).await;
+    three_registered(&servers).await;
+    let mut c = Client::connect(servers[0].kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "i", 1, &[]).await, 0);
+    let (_, leaders) = topic_leaders(&servers, 0, "i").await;
+    let old = leaders[0];
+    let isolated = servers.iter().find(|s| s.node.config.node_id == old as u64).unwrap();
+    let mut oc = Client::connect(isolated.kafka_addr).await;
+    let r = produce(&mut oc, "i", 0, encode_batch(&[TestRecord::new("k", "before", 1000)]), -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+
+    isolated.node.peers.set_isolated(true);
+    let cut_off = tokio::spawn(async move {
+        let r = produce(&mut oc, "i", 0, encode_batch(&[TestRecord::new("k", "cut off", 2000)]), -1).await;
+        r.map(|r| r.error_code)
+    });
+    // The others elect a leader among themselves, which takes records after offset 0.
+    let others: Vec<&Server> = servers.iter().filter(|s| s.node.config.node_id != old as u64).collect();
+    let other = others[0].kafka_addr;
+    let new = eventually("a leader among the others", || async {
+        let mut c = Client::connect(other).await;
+        let m = metadata(&mut c, &["i"], false).await;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != old).then_some(p.leader_id.0)
+    })
+    .await;
+    let mut nc = Client::connect(kafka_addr(&servers, new)).await;
+    let r = produce(&mut nc, "i", 0, encode_batch(&[TestRecord::new("k", "after", 3000)]), -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, 1));
+    assert!(!cut_off.is_finished(), "the isolated leader answered a write it cannot commit");
+
+    isolated.node.peers.set_isolated(false);
+    let answer = tokio::time::timeout(Duration::from_secs(30), cut_off).await.expect("an answer once healed");
+    assert_ne!(answer.unwrap(), Some(0), "the cut-off write was never acknowledged");
+    let p = isolated.node.partition("i", 0).unwrap();
+    let q = others[0].node.partition("i", 0).unwrap();
+    eventually("the old leader holding the new leader's records", || async {
+        let ours = p.log.batches_from(0, 100).ok()?;
+        (ours.len() == 2 && ours == q.log.batches_from(0, 100).ok()?).then_some(())
+    })
+    .await;
+    let values: Vec<_> = decode_records(
+        p.log
+            .batches_from(0, 100)
+            .unwrap()
+            .into_iter()
+            .fold(bytes::BytesMut::new(), |mut b, batch| {
+                b.extend_from_slice(&batch.bytes);
+                b
+            })
+            .freeze(),
+    )
+    .into_iter()
+    .map(|(o, r)| (o, r.value.unwrap()))
+    .collect();
+    assert_eq!(values, vec![(0, bytes::Bytes::from("before")), (1, bytes::Bytes::from("after"))]);
+    for s in servers {
+        s.shutdown().await;
+    }
+}

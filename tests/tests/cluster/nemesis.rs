@@ -2,7 +2,7 @@
 //! a nemesis kills nodes with SIGKILL and restarts them. At the end every acknowledged
 //! record is stored exactly once, at the offset it was acknowledged with, in its
 //! producer's order within its partition, and every replica holds the same records.
-//! `QUARRY_NEMESIS_SECS` sets how long the nemesis runs (default 40).
+//! `QUARRY_NEMESIS_SECS` sets how long the nemesis runs (default 120).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -226,7 +226,7 @@ async fn read_all(http: u16, partition: i32) -> Vec<(i64, u64)> {
 async fn acknowledged_records_survive_kill_9_of_any_node() {
     let _serial = one_at_a_time().await;
     init_tracing();
-    let secs: u64 = std::env::var("QUARRY_NEMESIS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let secs: u64 = std::env::var("QUARRY_NEMESIS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
     let mut nodes: Vec<Process> = (0..3)
         .map(|i| Process {
