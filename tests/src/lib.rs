@@ -280,11 +280,36 @@ pub mod requests {
                     .with_value(Some(StrBytes::from_string(v.to_string())))
             })
             .collect();
-        let req = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(partitions)
-            .with_replication_factor(-1)
-            .with_configs(configs)]);
+        let wanted = CreatableTopic::default().with_num_partitions(partitions).with_replication_factor(-1);
+        create_topics(c, wanted.with_configs(configs), topic).await
+    }
+
+    /// Creates a topic with a replication factor, or (`factor` -1, `partitions` -1) with
+    /// these replicas per partition; returns the error code.
+    pub async fn create_placed_topic(
+        c: &mut Client,
+        topic: &str,
+        partitions: i32,
+        factor: i16,
+        assignments: &[&[i32]],
+    ) -> i16 {
+        use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+        let assignments = assignments
+            .iter()
+            .enumerate()
+            .map(|(i, brokers)| {
+                CreatableReplicaAssignment::default()
+                    .with_partition_index(i as i32)
+                    .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
+            })
+            .collect();
+        let wanted = CreatableTopic::default().with_num_partitions(partitions).with_assignments(assignments);
+        create_topics(c, wanted.with_replication_factor(factor), topic).await
+    }
+
+    async fn create_topics(c: &mut Client, wanted: CreatableTopic, topic: &str) -> i16 {
+        let req =
+            CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![wanted.with_name(name(topic))]);
         match c.call(7, RequestKind::CreateTopics(req)).await {
             ResponseKind::CreateTopics(r) => r.topics[0].error_code,
             other => panic!("unexpected {other:?}"),

@@ -26,40 +26,46 @@ pub async fn handle(call: &Call, req: CreateTopicsRequest) -> CreateTopicsRespon
             if node.metadata().topics.contains_key(&name) {
                 return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
             }
-            let partitions = if !topic.assignments.is_empty() {
+            let replicas = if !topic.assignments.is_empty() {
                 if topic.num_partitions != -1 || topic.replication_factor != -1 {
                     return Err((
                         ResponseError::InvalidRequest,
                         "num_partitions and replication_factor must be -1 when assignments are given".into(),
                     ));
                 }
-                for a in &topic.assignments {
-                    if a.broker_ids.iter().any(|b| b.0 as u64 != node.config.node_id) || a.broker_ids.len() != 1 {
-                        return Err((
-                            ResponseError::InvalidReplicaAssignment,
-                            format!("partition {} is assigned to brokers that do not exist", a.partition_index),
-                        ));
-                    }
+                let mut assignments: Vec<_> = topic.assignments.iter().collect();
+                assignments.sort_by_key(|a| a.partition_index);
+                if assignments.iter().enumerate().any(|(i, a)| a.partition_index != i as i32) {
+                    return Err((
+                        ResponseError::InvalidReplicaAssignment,
+                        "assignments must cover partitions 0 to n-1, each once".into(),
+                    ));
                 }
-                topic.assignments.len() as i32
-            } else if topic.num_partitions == -1 {
-                node.config.num_partitions as i32
+                let replicas: Vec<Vec<u64>> =
+                    assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0.max(-1) as u64).collect()).collect();
+                node.check_assignment(&replicas)?;
+                replicas
             } else {
-                topic.num_partitions
+                let partitions =
+                    if topic.num_partitions == -1 { node.config.num_partitions as i32 } else { topic.num_partitions };
+                if partitions <= 0 {
+                    return Err((
+                        ResponseError::InvalidPartitions,
+                        format!("number of partitions must be at least 1, not {partitions}"),
+                    ));
+                }
+                let factor = match topic.replication_factor {
+                    -1 => None,
+                    rf if rf <= 0 => {
+                        return Err((
+                            ResponseError::InvalidReplicationFactor,
+                            format!("replication factor must be at least 1, not {rf}"),
+                        ))
+                    }
+                    rf => Some(rf as usize),
+                };
+                node.assign(partitions as u32, factor)?
             };
-            if partitions <= 0 {
-                return Err((
-                    ResponseError::InvalidPartitions,
-                    format!("number of partitions must be at least 1, not {partitions}"),
-                ));
-            }
-            let rf = topic.replication_factor;
-            if rf != -1 && rf != 1 {
-                return Err((
-                    ResponseError::InvalidReplicationFactor,
-                    format!("replication factor {rf} is invalid: this cluster has 1 broker"),
-                ));
-            }
             let mut configs = BTreeMap::new();
             for c in &topic.configs {
                 let key = c.name.to_string();
@@ -69,7 +75,7 @@ pub async fn handle(call: &Call, req: CreateTopicsRequest) -> CreateTopicsRespon
                 topic_config::validate(&key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
                 configs.insert(key, value.to_string());
             }
-            Ok((partitions, configs))
+            Ok((replicas, configs))
         }
         .await;
         let result = match outcome {
@@ -78,12 +84,13 @@ pub async fn handle(call: &Call, req: CreateTopicsRequest) -> CreateTopicsRespon
                 .with_error_message(message(msg))
                 .with_num_partitions(-1)
                 .with_replication_factor(-1),
-            Ok((partitions, configs)) => {
+            Ok((replicas, configs)) => {
                 let described = describe(node, &configs);
+                let (partitions, factor) = (replicas.len() as i32, replicas[0].len() as i16);
                 let created = if req.validate_only {
                     Ok(Uuid::nil())
                 } else {
-                    node.create_topic(&name, partitions as u32, configs)
+                    node.create_placed_topic(&name, replicas, configs)
                         .await
                         .map(|()| node.metadata().topics.get(&name).map(|t| Uuid::from_bytes(t.id)).unwrap_or_default())
                 };
@@ -91,7 +98,7 @@ pub async fn handle(call: &Call, req: CreateTopicsRequest) -> CreateTopicsRespon
                     Ok(id) => result
                         .with_topic_id(id)
                         .with_num_partitions(partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(factor)
                         .with_configs(Some(described)),
                     Err((code, msg)) => result
                         .with_error_code(code.code())

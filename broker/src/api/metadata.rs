@@ -9,7 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{check_topic_name, operations, Call};
-use crate::cluster::node::Node;
+use crate::cluster::node::{Leadership, Node};
 use crate::error::ResponseError;
 
 pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
@@ -130,15 +130,22 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
                 .get(index as usize)
                 .map(|r| r.iter().map(|id| BrokerId(*id as i32)).collect())
                 .unwrap_or_default();
-            let hosted = node.partition(name, index);
-            let leader = hosted.as_ref().and_then(|p| p.leader());
             let p = MetadataResponsePartition::default().with_partition_index(index).with_replica_nodes(replicas);
-            match (hosted, leader) {
-                (Some(hosted), Some(leader)) => p
-                    .with_leader_id(BrokerId(leader as i32))
-                    .with_leader_epoch(hosted.offsets().leader_epoch)
-                    .with_isr_nodes(hosted.in_sync().into_iter().map(|id| BrokerId(id as i32)).collect()),
-                _ => p
+            // A hosted partition as this replica knows it; another as its leader reported.
+            let leadership = match node.partition(name, index) {
+                Some(hosted) => hosted.leader().map(|leader| Leadership {
+                    leader,
+                    epoch: hosted.offsets().leader_epoch,
+                    isr: hosted.in_sync(),
+                }),
+                None => topic.partitions.get(index as usize).and_then(|g| node.reported_leader(*g)),
+            };
+            match leadership {
+                Some(l) => p
+                    .with_leader_id(BrokerId(l.leader as i32))
+                    .with_leader_epoch(l.epoch)
+                    .with_isr_nodes(l.isr.into_iter().map(|id| BrokerId(id as i32)).collect()),
+                None => p
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
                     .with_leader_id(BrokerId(-1))
                     .with_leader_epoch(-1),

@@ -54,6 +54,8 @@ pub enum Rpc {
         to: i64,
         max_bytes: u32,
     },
+    /// The partitions the sender leads (bincode of `(group, Leadership)` pairs).
+    Leaders(Vec<u8>),
 }
 
 impl Rpc {
@@ -64,6 +66,7 @@ impl Rpc {
             Rpc::InstallSnapshot(_) => "install_snapshot",
             Rpc::ControllerWrite(_) => "controller_write",
             Rpc::ReadBatches { .. } => "read_batches",
+            Rpc::Leaders(_) => "leaders",
         }
     }
 }
@@ -157,6 +160,11 @@ impl Peers {
 
     fn isolated(&self) -> bool {
         self.isolated.load(Ordering::SeqCst)
+    }
+
+    /// The ids of the other nodes.
+    pub fn ids(&self) -> Vec<u64> {
+        self.links.keys().copied().collect()
     }
 
     /// The raft address of `node` (this one's own included), as configured.
@@ -474,6 +482,6 @@ where
         Rpc::AppendEntries(b) => encode(&raft.append_entries(decode::<AppendEntriesRequest<C>>(&b)?).await),
         Rpc::Vote(b) => encode(&raft.vote(decode::<VoteRequest<u64>>(&b)?).await),
         Rpc::InstallSnapshot(b) => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<C>>(&b)?).await),
-        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } => Err("not a raft message".into()),
+        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } | Rpc::Leaders(_) => Err("not a raft message".into()),
     }
 }

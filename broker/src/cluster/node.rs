@@ -47,7 +47,20 @@ pub struct Node {
     producer_ids: Mutex<std::ops::Range<i64>>,
     /// Every raft group's settings.
     raft_config: Arc<openraft::Config>,
+    /// The leaders of partitions, as the nodes leading them last reported.
+    leaders: RwLock<HashMap<GroupId, Leadership>>,
 }
+
+/// A partition's leader as it reports itself to the other nodes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Leadership {
+    pub leader: u64,
+    pub epoch: i32,
+    pub isr: Vec<u64>,
+}
+
+/// How often a node tells the others which partitions it leads.
+const LEADERSHIP_REPORT: Duration = Duration::from_millis(500);
 
 /// Producer ids a node reserves from the controller at a time.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -130,6 +143,7 @@ impl Node {
             stop_groups,
             producer_ids: Mutex::new(0..0),
             raft_config,
+            leaders: RwLock::new(HashMap::new()),
         });
         // From here the node answers the other nodes (votes for the controller first).
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
@@ -162,6 +176,9 @@ impl Node {
         node.load_groups()?;
         tokio::spawn(store_group_changes(Arc::downgrade(&node), changes));
         tokio::spawn(follow_metadata(Arc::downgrade(&node), node.metadata.clone()));
+        if !node.peers.ids().is_empty() {
+            tokio::spawn(report_leadership(Arc::downgrade(&node)));
+        }
         Ok(node)
     }
 
@@ -389,13 +406,75 @@ impl Node {
         partitions: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<(), AdminError> {
-        let id = *uuid::Uuid::new_v4().as_bytes();
         let replicas = self.assign(partitions, None)?;
+        self.create_placed_topic(name, replicas, configs).await
+    }
+
+    /// Creates a topic whose partitions have these replicas (the preferred leader first).
+    pub async fn create_placed_topic(
+        &self,
+        name: &str,
+        replicas: Vec<Vec<u64>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let partitions = replicas.len();
         self.write(ControllerCmd::CreateTopic { name: name.to_string(), id, replicas, configs }).await?;
         self.reconcile().await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
         tracing::info!(topic = name, partitions, "topic created");
         self.wait_topic_ready(name).await;
         Ok(())
+    }
+
+    /// Checks replica sets a client asked for: known brokers, none twice in a set, and
+    /// as many replicas for every partition.
+    pub fn check_assignment(&self, replicas: &[Vec<u64>]) -> Result<(), AdminError> {
+        let brokers = self.broker_ids();
+        let factor = replicas.first().map_or(0, |r| r.len());
+        for (i, set) in replicas.iter().enumerate() {
+            let mut distinct = set.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let problem = if set.is_empty() || set.len() != factor {
+                "must have as many replicas as every other partition, at least one"
+            } else if distinct.len() != set.len() {
+                "names a broker twice"
+            } else if set.iter().any(|b| !brokers.contains(b)) {
+                "names a broker that does not exist"
+            } else {
+                continue;
+            };
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("the assignment of partition {i} {problem}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the other nodes last said of a partition group they lead.
+    pub fn reported_leader(&self, group: GroupId) -> Option<Leadership> {
+        self.leaders.read().expect("leaders lock").get(&group).cloned()
+    }
+
+    /// Tells every other node which partitions this one leads, with their epochs and ISR,
+    /// so that any node answers Metadata for partitions it does not host.
+    async fn report_leadership(&self) {
+        let led: Vec<(GroupId, Leadership)> = self
+            .partitions()
+            .into_iter()
+            .filter(|p| p.is_leader())
+            .map(|p| {
+                let report =
+                    Leadership { leader: self.config.node_id, epoch: p.offsets().leader_epoch, isr: p.in_sync() };
+                (p.group, report)
+            })
+            .collect();
+        let Ok(body) = bincode::serialize(&led) else { return };
+        for peer in self.peers.ids() {
+            let rpc = Rpc::Leaders(body.clone());
+            let _ = self.peers.request(peer, CONTROLLER_GROUP, rpc, Duration::from_secs(2)).await;
+        }
     }
 
     /// The offsets topic partition that coordinates `group` (as Kafka:
@@ -516,6 +595,18 @@ impl Node {
 
 /// Starts the partitions metadata places here (and stops deleted ones) as the
 /// controller's state changes, whoever changed it.
+/// Reports this node's leaderships to the others every [`LEADERSHIP_REPORT`].
+async fn report_leadership(node: std::sync::Weak<Node>) {
+    loop {
+        tokio::time::sleep(LEADERSHIP_REPORT).await;
+        let Some(node) = node.upgrade() else { return };
+        if node.stop_groups.is_cancelled() {
+            return;
+        }
+        node.report_leadership().await;
+    }
+}
+
 async fn follow_metadata(node: std::sync::Weak<Node>, mut metadata: watch::Receiver<Arc<Metadata>>) {
     while metadata.changed().await.is_ok() {
         let Some(node) = node.upgrade() else { return };
@@ -537,6 +628,17 @@ impl network::Handler for Node {
                     let cmd: ControllerCmd = network::decode(&cmd)?;
                     let answer = self.controller.client_write(cmd).await.map(|r| r.data).map_err(|e| e.to_string());
                     network::encode(&answer)
+                }
+                Rpc::Leaders(report) => {
+                    let report: Vec<(GroupId, Leadership)> = network::decode(&report)?;
+                    let mut leaders = self.leaders.write().expect("leaders lock");
+                    for (group, l) in report {
+                        // A report from an older epoch than one already heard is stale.
+                        if leaders.get(&group).is_none_or(|known| known.epoch <= l.epoch) {
+                            leaders.insert(group, l);
+                        }
+                    }
+                    network::encode(&())
                 }
                 rpc => network::answer(&self.controller, rpc).await,
             };

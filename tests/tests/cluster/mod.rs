@@ -429,3 +429,54 @@ async fn an_isolated_leader_acknowledges_nothing() {
         s.shutdown().await;
     }
 }
+
+/// CreateTopics honours a replication factor and replica assignments, and every node
+/// names the leader of every partition, whether it holds a replica or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_factors_and_assignments_are_honoured() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let servers = three_nodes(&dirs).await;
+    three_registered(&servers).await;
+    let mut c = Client::connect(servers[0].kafka_addr).await;
+    assert_eq!(create_placed_topic(&mut c, "one", 3, 1, &[]).await, 0);
+    assert_eq!(create_placed_topic(&mut c, "four", 1, 4, &[]).await, 38, "INVALID_REPLICATION_FACTOR");
+    assert_eq!(create_placed_topic(&mut c, "fixed", -1, -1, &[&[3, 1], &[2, 3]]).await, 0);
+    assert_eq!(create_placed_topic(&mut c, "twice", -1, -1, &[&[1, 1]]).await, 39, "INVALID_REPLICA_ASSIGNMENT");
+    assert_eq!(create_placed_topic(&mut c, "nobody", -1, -1, &[&[9]]).await, 39);
+    assert_eq!(create_placed_topic(&mut c, "ragged", -1, -1, &[&[1, 2], &[3]]).await, 39);
+
+    for s in &servers {
+        let addr = s.kafka_addr;
+        let m = eventually("every partition's leader from every node", || async {
+            let m = metadata(&mut Client::connect(addr).await, &["one", "fixed"], false).await;
+            m.topics
+                .iter()
+                .all(|t| leaders(&MetadataResponse::default().with_topics(vec![t.clone()])).is_some())
+                .then_some(m)
+        })
+        .await;
+        for t in &m.topics {
+            let replicas: Vec<Vec<i32>> =
+                t.partitions.iter().map(|p| p.replica_nodes.iter().map(|b| b.0).collect()).collect();
+            match t.name.as_ref().unwrap().as_str() {
+                "one" => assert!(replicas.iter().all(|r| r.len() == 1), "{replicas:?}"),
+                _ => assert_eq!(replicas, vec![vec![3, 1], vec![2, 3]]),
+            }
+            for p in &t.partitions {
+                assert!(p.replica_nodes.contains(&p.leader_id), "leader {:?} of {:?}", p.leader_id, p.replica_nodes);
+            }
+        }
+    }
+    // Each partition of the unreplicated topic takes records at its one replica.
+    let m = metadata(&mut c, &["one"], false).await;
+    for p in &m.topics[0].partitions {
+        let mut lc = Client::connect(kafka_addr(&servers, p.leader_id.0)).await;
+        let records = [TestRecord::new("k", "v", 1000)];
+        let r = produce(&mut lc, "one", p.partition_index, encode_batch(&records), -1).await.unwrap();
+        assert_eq!((r.error_code, r.base_offset), (0, 0), "partition {}", p.partition_index);
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+}
