@@ -105,6 +105,17 @@ fn leaders(m: &MetadataResponse) -> Option<Vec<i32>> {
     t.partitions.iter().map(|p| (p.error_code == 0 && p.leader_id.0 >= 0).then_some(p.leader_id.0)).collect()
 }
 
+/// The leader of partition 0 of `topic` as the node at `addr` reports it, once it is
+/// another than `old`.
+async fn leader_other_than(addr: std::net::SocketAddr, topic: &str, old: i32) -> i32 {
+    eventually("a new leader", || async {
+        let m = metadata(&mut Client::connect(addr).await, &[topic], false).await;
+        let p = m.topics.first()?.partitions.first()?;
+        (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != old).then_some(p.leader_id.0)
+    })
+    .await
+}
+
 fn kafka_addr(servers: &[Server], id: i32) -> std::net::SocketAddr {
     servers.iter().find(|s| s.node.config.node_id == id as u64).expect("node").kafka_addr
 }
@@ -172,14 +183,7 @@ async fn three_nodes_replicate_partitions_and_survive_a_leader() {
     let old = leaders[0];
     let at = servers.iter().position(|s| s.node.config.node_id == old as u64).unwrap();
     servers.remove(at).shutdown().await;
-    let survivor = servers[0].kafka_addr;
-    let new = eventually("a new leader", || async {
-        let mut c = Client::connect(survivor).await;
-        let m = metadata(&mut c, &["t"], false).await;
-        let p = m.topics.first()?.partitions.first()?;
-        (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != old).then_some(p.leader_id.0)
-    })
-    .await;
+    let new = leader_other_than(servers[0].kafka_addr, "t", old).await;
     let mut c = Client::connect(kafka_addr(&servers, new)).await;
     let r = produce(&mut c, "t", 0, encode_batch(&[TestRecord::new("k", "after", 2000)]), -1).await.unwrap();
     assert_eq!((r.error_code, r.base_offset), (0, 10));
@@ -276,14 +280,7 @@ async fn a_replica_behind_the_purged_log_catches_up_from_a_snapshot() {
     // duplicate) and takes new records after them.
     let at = servers.iter().position(|s| s.node.config.node_id == leader as u64).unwrap();
     servers.remove(at).shutdown().await;
-    let survivor = servers[0].kafka_addr;
-    let new = eventually("a new leader", || async {
-        let mut c = Client::connect(survivor).await;
-        let m = metadata(&mut c, &["s"], false).await;
-        let p = m.topics.first()?.partitions.first()?;
-        (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != leader).then_some(p.leader_id.0)
-    })
-    .await;
+    let new = leader_other_than(servers[0].kafka_addr, "s", leader).await;
     let mut nc = Client::connect(kafka_addr(&servers, new)).await;
     let last: Vec<TestRecord> =
         (0..3).map(|j| TestRecord::new("k", &format!("v{}-{j}", batches - 1), 2000 + batches as i64 - 1)).collect();
@@ -387,14 +384,7 @@ async fn an_isolated_leader_acknowledges_nothing() {
     });
     // The others elect a leader among themselves, which takes records after offset 0.
     let others: Vec<&Server> = servers.iter().filter(|s| s.node.config.node_id != old as u64).collect();
-    let other = others[0].kafka_addr;
-    let new = eventually("a leader among the others", || async {
-        let mut c = Client::connect(other).await;
-        let m = metadata(&mut c, &["i"], false).await;
-        let p = m.topics.first()?.partitions.first()?;
-        (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != old).then_some(p.leader_id.0)
-    })
-    .await;
+    let new = leader_other_than(others[0].kafka_addr, "i", old).await;
     let mut nc = Client::connect(kafka_addr(&servers, new)).await;
     let r = produce(&mut nc, "i", 0, encode_batch(&[TestRecord::new("k", "after", 3000)]), -1).await.unwrap();
     assert_eq!((r.error_code, r.base_offset), (0, 1));
