@@ -79,7 +79,7 @@ pub enum ConnectionError {
 
 async fn run_connection(socket: TcpStream, peer: std::net::SocketAddr, node: Arc<Node>) -> Result<(), ConnectionError> {
     let (mut reader, writer) = socket.into_split();
-    let (tx, rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<JoinHandle<std::io::Result<Option<Bytes>>>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_responses(writer, rx));
     let max = node.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -108,7 +108,7 @@ async fn run_connection(socket: TcpStream, peer: std::net::SocketAddr, node: Arc
             Frame::UnsupportedVersion { api_key: ApiKey::ApiVersions, version, correlation_id } => {
                 debug!(version, "answering ApiVersions of an unknown version in v0");
                 let body = ResponseKind::ApiVersions(api::api_versions::unsupported());
-                tokio::spawn(async move { encode(ApiKey::ApiVersions, 0, correlation_id, &body) })
+                tokio::spawn(async move { encode(ApiKey::ApiVersions, 0, correlation_id, &body).map(Some) })
             }
             Frame::UnsupportedVersion { api_key, version, .. } => {
                 break Err(ConnectionError::Unsupported { api_key, version })
@@ -174,7 +174,7 @@ async fn finish(
     header: RequestHeader,
     started: Instant,
     response: BoxFuture<'static, Option<ResponseKind>>,
-) -> Option<Bytes> {
+) -> std::io::Result<Option<Bytes>> {
     let version = header.request_api_version;
     let span = tracing::debug_span!("request", ?api_key, api_version = version, correlation_id = header.correlation_id);
     let response = response.instrument(span).await;
@@ -183,10 +183,14 @@ async fn finish(
     metrics::histogram!("quarry_request_seconds", "api" => label).record(started.elapsed().as_secs_f64());
     // Produce v0-2 are answered with UNSUPPORTED_VERSION in the v3 layout, which v2 shares.
     let encode_version = if api_key == ApiKey::Produce { version.max(3) } else { version };
-    encode(api_key, encode_version, header.correlation_id, &response?)
+    let Some(response) = response else { return Ok(None) };
+    encode(api_key, encode_version, header.correlation_id, &response).map(Some)
 }
 
-fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Option<Bytes> {
+/// The response frame; an error if the body cannot be written in this version (a field
+/// set that the version lacks), which closes the connection rather than leave the client
+/// waiting for an answer that never comes.
+fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> std::io::Result<Bytes> {
     // A fetch response is mostly its records: room for them up front, so the buffer is
     // not grown (and copied) several times over while they are written into it.
     let records: usize = match body {
@@ -200,10 +204,10 @@ fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKin
     };
     let mut out = BytesMut::with_capacity(records + 4096);
     match frame::encode_response(&mut out, api_key, version, correlation_id, body) {
-        Ok(()) => Some(out.freeze()),
+        Ok(()) => Ok(out.freeze()),
         Err(e) => {
-            tracing::error!(error = %e, "cannot encode response");
-            None
+            tracing::error!(error = %e, "cannot encode response; closing the connection");
+            Err(std::io::Error::other(format!("cannot encode a {api_key:?} v{version} response")))
         }
     }
 }
@@ -211,21 +215,26 @@ fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKin
 /// Writes responses in request order, coalescing those that are ready together.
 async fn write_responses(
     mut writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<JoinHandle<Option<Bytes>>>,
+    mut rx: mpsc::Receiver<JoinHandle<std::io::Result<Option<Bytes>>>>,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     while let Some(handle) = rx.recv().await {
         match handle.await {
             // Large responses (fetches) go out as they are; small ones are coalesced.
-            Ok(Some(bytes)) if bytes.len() >= 64 * 1024 => {
+            Ok(Ok(Some(bytes))) if bytes.len() >= 64 * 1024 => {
                 if !out.is_empty() {
                     writer.write_all(&out).await?;
                     out.clear();
                 }
                 writer.write_all(&bytes).await?;
             }
-            Ok(Some(bytes)) => out.extend_from_slice(&bytes),
-            Ok(None) => {}
+            Ok(Ok(Some(bytes))) => out.extend_from_slice(&bytes),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                // What was answered before still goes out.
+                writer.write_all(&out).await?;
+                return Err(e);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "request handler failed; closing connection");
                 return Err(std::io::Error::other("request handler failed"));
