@@ -351,23 +351,21 @@ impl PartitionMachine {
             self.offsets.max_timestamp = -1;
             self.offsets.max_timestamp_batch = -1;
             self.offsets.log_bytes = 0;
-        } else if first < next {
-            return Err(storage::Error::BadValue(format!("copied batch at {first}, expected {next}")));
         }
+        // Checked whole before anything is written: intact, and following on without a gap.
         let mut tails = Vec::with_capacity(batches.len());
+        let mut expected = self.offsets.high_watermark;
         for (header, range) in &batches {
-            let raw = &answer.batches[range.clone()];
-            batch::validate(header, raw).map_err(corrupt)?;
+            batch::validate(header, &answer.batches[range.clone()]).map_err(corrupt)?;
+            if header.base_offset != expected {
+                let at = header.base_offset;
+                return Err(storage::Error::BadValue(format!("copied batch at {at}, expected {expected}")));
+            }
+            expected = header.last_offset() + 1;
             tails.push(answer.batches.slice(range.start + batch::HEADER_SIZE..range.end));
         }
         let locs = if tails.is_empty() { Vec::new() } else { self.log.segments().write_data(at, &tails)? };
         for ((header, range), loc) in batches.iter().zip(locs) {
-            if header.base_offset != self.offsets.high_watermark {
-                return Err(storage::Error::BadValue(format!(
-                    "copied batch at {}, expected {}",
-                    header.base_offset, self.offsets.high_watermark
-                )));
-            }
             let raises = header.max_timestamp > self.offsets.max_timestamp;
             if raises {
                 self.offsets.max_timestamp = header.max_timestamp;
