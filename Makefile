@@ -13,22 +13,27 @@ build: deps
 run: build
 	./target/release/quarry serve --data-dir $(DATA_DIR)
 
+# The profile tests build (Cargo.toml): release settings at opt-level 1, for a shorter
+# cold build. Scripts find the binary under target/$(TEST_PROFILE).
+TEST_PROFILE ?= testing
+export QUARRY_PROFILE := $(TEST_PROFILE)
+
 # Unit and integration tests (real sockets, real RocksDB), then real Kafka clients and
 # librdkafka's own test suite (the allow-listed tests), then the fuzzer.
 test: deps
 	compat/install.sh
-	$(CARGO) build --release --workspace --all-targets
-	$(CARGO) test --release --workspace
+	$(CARGO) build --profile $(TEST_PROFILE) --workspace --all-targets
+	$(CARGO) test --profile $(TEST_PROFILE) --workspace
 	compat/run.sh
 	compat/librdkafka/run.sh
 	scripts/fuzz.sh 30
 
 unit: deps
-	$(CARGO) test --release --workspace
+	$(CARGO) test --profile $(TEST_PROFILE) --workspace
 
 compat: build
-	compat/run.sh
-	compat/librdkafka/run.sh
+	QUARRY_PROFILE=release compat/run.sh
+	QUARRY_PROFILE=release compat/librdkafka/run.sh
 
 fuzz: deps
 	scripts/fuzz.sh 300
@@ -43,8 +48,8 @@ bench-sql: build
 	cd bench && $(CARGO) run --release --bin sql
 
 # The cluster nemesis test for 10 minutes (make test runs it for 2 minutes).
-soak: build
-	QUARRY_NEMESIS_SECS=$${QUARRY_NEMESIS_SECS:-600} $(CARGO) test --release --workspace --test integration cluster::nemesis -- --nocapture
+soak: deps
+	QUARRY_NEMESIS_SECS=$${QUARRY_NEMESIS_SECS:-600} $(CARGO) test --profile $(TEST_PROFILE) --workspace --test integration cluster::nemesis -- --nocapture
 
 clean:
 	$(CARGO) clean

@@ -43,7 +43,7 @@ port_open() {
 }
 
 quarry_start() {
-    QUARRY_EXE="${QUARRY_BIN:-${CARGO_TARGET_DIR:-target}/release/quarry}"
+    QUARRY_EXE="${QUARRY_BIN:-${CARGO_TARGET_DIR:-target}/${QUARRY_PROFILE:-release}/quarry}"
     case "$QUARRY_EXE" in /*) ;; *) QUARRY_EXE="$REPO_ROOT/$QUARRY_EXE" ;; esac
     [ -x "$QUARRY_EXE" ] || die "quarry binary not found at $QUARRY_EXE (build it, or set QUARRY_BIN)"
 

@@ -11,7 +11,7 @@ seconds=${1:-60}
 corpus=protocol/fuzz/corpus/decode_request
 artifacts=protocol/fuzz/artifacts/decode_request
 mkdir -p "$corpus" "$artifacts"
-[ -n "$(ls -A "$corpus")" ] || cargo run --release --quiet -p protocol --example fuzz_seeds -- "$corpus"
+[ -n "$(ls -A "$corpus")" ] || cargo run --profile "${QUARRY_PROFILE:-release}" --quiet -p protocol --example fuzz_seeds -- "$corpus"
 triple=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

@@ -74,6 +74,18 @@ pub struct Config {
     /// further behind catches up from a snapshot (copying the batches it lacks).
     #[serde(alias = "raft.snapshot.entries")]
     pub raft_snapshot_entries: u64,
+    /// Whether partition leadership moves back to each partition's preferred replica (the
+    /// first of its replicas) once that replica is back and caught up.
+    #[serde(alias = "auto.leader.rebalance.enable")]
+    pub auto_leader_rebalance_enable: bool,
+    /// How often a node hands partitions it leads to their preferred replicas.
+    #[serde(alias = "leader.imbalance.check.interval.seconds")]
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Serves `POST /faults/isolate` and `POST /faults/heal` on the HTTP listener, which
+    /// cut this node off from the others (raft and node requests both ways) and restore
+    /// it: for fault-injection tests only.
+    #[serde(alias = "fault.injection")]
+    pub fault_injection: bool,
 }
 
 impl Default for Config {
@@ -104,6 +116,9 @@ impl Default for Config {
             offsets_retention_minutes: 10_080,
             offsets_retention_check_interval_ms: 600_000,
             raft_snapshot_entries: 8192,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            fault_injection: false,
         }
     }
 }

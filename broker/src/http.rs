@@ -1,5 +1,5 @@
 //! The HTTP listener: `/metrics` in Prometheus text format, `/health`, and `POST /sql`
-//! (`sql.rs`).
+//! (`sql.rs`); with `fault_injection` set, `POST /faults/isolate` and `/faults/heal`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -30,9 +30,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>, engine: Arc<query::Engine>, shutdown: CancellationToken) {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
+    let mut routes = Router::new().route("/metrics", get(metrics)).route("/health", get(health));
+    if node.config.fault_injection {
+        routes = routes.route("/faults/isolate", post(isolate)).route("/faults/heal", post(heal));
+    }
+    let app = routes
         .with_state(node)
         .merge(Router::new().route("/sql", post(crate::sql::handle)).with_state(engine));
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
@@ -50,6 +52,20 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
         metrics::gauge!("quarry_fetches_waiting", &labels).set(p.waiting_fetches() as f64);
     }
     ([("content-type", "text/plain; version=0.0.4")], prometheus().render())
+}
+
+/// Cuts this node off from every other (fault injection).
+async fn isolate(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    tracing::warn!("fault injection: isolated from the other nodes");
+    node.peers.set_isolated(true);
+    "isolated\n"
+}
+
+/// Ends an isolation (fault injection).
+async fn heal(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    tracing::warn!("fault injection: isolation ended");
+    node.peers.set_isolated(false);
+    "healed\n"
 }
 
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -211,7 +211,7 @@ done
 
 # --- the nodes ------------------------------------------------------------------
 
-quarry="${QUARRY_BIN:-$target/release/quarry}"
+quarry="${QUARRY_BIN:-$target/${QUARRY_PROFILE:-release}/quarry}"
 case "$quarry" in /*) ;; *) quarry="$repo/$quarry" ;; esac
 [ -x "$quarry" ] || die "quarry binary not found at $quarry (build it, or set QUARRY_BIN)"
 

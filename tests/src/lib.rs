@@ -84,13 +84,19 @@ impl Client {
 
     /// Sends a request at `version` and decodes its response.
     pub async fn call(&mut self, version: i16, body: RequestKind) -> ResponseKind {
+        self.try_call(version, body).await.expect("response")
+    }
+
+    /// Sends a request and decodes its response; `None` if the connection is gone first
+    /// (the node may have died).
+    pub async fn try_call(&mut self, version: i16, body: RequestKind) -> Option<ResponseKind> {
         let api_key = api_key_of(&body);
-        self.send(api_key, version, &body).await;
-        let frame = self.read_frame().await.expect("response");
+        self.try_send(api_key, version, &body).await?;
+        let frame = self.read_frame().await?;
         let (correlation_id, resp) =
             protocol::frame::decode_response(frame, api_key, version).expect("decodable response");
         assert_eq!(correlation_id, self.correlation_id, "responses come back in order");
-        resp
+        Some(resp)
     }
 
     /// Sends a request without reading a response.
@@ -225,12 +231,13 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
-/// The `quarry` binary built in this workspace's target directory (release profile).
+/// The `quarry` binary built with the same profile as the running test binary (which
+/// lives in `<target>/<profile>/deps/`).
 pub fn quarry_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("quarry");
-    assert!(bin.exists(), "{} is missing: run `cargo build --release --bin quarry` first", bin.display());
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let bin = profile_dir.join("quarry");
+    assert!(bin.exists(), "{} is missing: build the workspace (`make test` does)", bin.display());
     bin
 }
 
@@ -361,7 +368,23 @@ pub mod requests {
         min_bytes: i32,
         current_leader_epoch: i32,
     ) -> PartitionData {
-        let req = FetchRequest::default()
+        let req = fetch_request(topic, partition, offset, max_wait_ms, min_bytes, current_leader_epoch);
+        match c.call(12, RequestKind::Fetch(req)).await {
+            ResponseKind::Fetch(mut r) => r.responses.remove(0).partitions.remove(0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A Fetch (v12) of one partition, read committed, up to 1 MiB.
+    pub fn fetch_request(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        min_bytes: i32,
+        current_leader_epoch: i32,
+    ) -> FetchRequest {
+        FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(min_bytes)
@@ -374,11 +397,7 @@ pub mod requests {
                     .with_fetch_offset(offset)
                     .with_current_leader_epoch(current_leader_epoch)
                     .with_partition_max_bytes(1 << 20),
-            ])]);
-        match c.call(12, RequestKind::Fetch(req)).await {
-            ResponseKind::Fetch(mut r) => r.responses.remove(0).partitions.remove(0),
-            other => panic!("unexpected {other:?}"),
-        }
+            ])])
     }
 
     /// ListOffsets for one partition: `(error, offset, timestamp)`.
@@ -429,8 +448,15 @@ pub mod requests {
     /// JoinGroup v9 of a consumer-protocol member (`""`: a new member) with one
     /// assignor, "range", and 10 s timeouts.
     pub async fn join_group(c: &mut Client, group: &str, member: &str) -> JoinGroupResponse {
+        match c.call(9, RequestKind::JoinGroup(join_group_request(group, member))).await {
+            ResponseKind::JoinGroup(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub fn join_group_request(group: &str, member: &str) -> JoinGroupRequest {
         use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-        let req = JoinGroupRequest::default()
+        JoinGroupRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
             .with_session_timeout_ms(10_000)
             .with_rebalance_timeout_ms(10_000)
@@ -438,49 +464,54 @@ pub mod requests {
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(StrBytes::from_static_str("range"))
-                .with_metadata(bytes::Bytes::from("m"))]);
-        match c.call(9, RequestKind::JoinGroup(req)).await {
-            ResponseKind::JoinGroup(r) => r,
-            other => panic!("unexpected {other:?}"),
-        }
+                .with_metadata(bytes::Bytes::from("m"))])
     }
 
     /// SyncGroup v5 of a member that assigns itself "events-0".
     pub async fn sync_group(c: &mut Client, group: &str, member: &str, generation: i32) -> SyncGroupResponse {
-        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-        let member = StrBytes::from_string(member.to_string());
-        let req = SyncGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-            .with_generation_id(generation)
-            .with_member_id(member.clone())
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(member)
-                .with_assignment(bytes::Bytes::from("events-0"))]);
-        match c.call(5, RequestKind::SyncGroup(req)).await {
+        match c.call(5, RequestKind::SyncGroup(sync_group_request(group, member, generation))).await {
             ResponseKind::SyncGroup(r) => r,
             other => panic!("unexpected {other:?}"),
         }
     }
 
-    /// Heartbeat v4: the error code.
-    pub async fn heartbeat(c: &mut Client, group: &str, member: &str, generation: i32) -> i16 {
-        let req = HeartbeatRequest::default()
+    pub fn sync_group_request(group: &str, member: &str, generation: i32) -> SyncGroupRequest {
+        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+        let member = StrBytes::from_string(member.to_string());
+        SyncGroupRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
             .with_generation_id(generation)
-            .with_member_id(StrBytes::from_string(member.to_string()));
-        match c.call(4, RequestKind::Heartbeat(req)).await {
+            .with_member_id(member.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(member)
+                .with_assignment(bytes::Bytes::from("events-0"))])
+    }
+
+    /// Heartbeat v4: the error code.
+    pub async fn heartbeat(c: &mut Client, group: &str, member: &str, generation: i32) -> i16 {
+        match c.call(4, RequestKind::Heartbeat(heartbeat_request(group, member, generation))).await {
             ResponseKind::Heartbeat(r) => r.error_code,
             other => panic!("unexpected {other:?}"),
         }
     }
 
+    pub fn heartbeat_request(group: &str, member: &str, generation: i32) -> HeartbeatRequest {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+    }
+
     /// FindCoordinator v3 of a group: `(error, node id)`.
     pub async fn find_coordinator(c: &mut Client, group: &str) -> (i16, i32) {
-        let req = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0);
-        match c.call(3, RequestKind::FindCoordinator(req)).await {
+        match c.call(3, RequestKind::FindCoordinator(find_coordinator_request(group))).await {
             ResponseKind::FindCoordinator(r) => (r.error_code, r.node_id.0),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    pub fn find_coordinator_request(group: &str) -> FindCoordinatorRequest {
+        FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string())).with_key_type(0)
     }
 
     /// Metadata for the given topics (v12), auto-creating them if `create`.

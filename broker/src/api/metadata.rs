@@ -131,14 +131,21 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
                 .map(|r| r.iter().map(|id| BrokerId(*id as i32)).collect())
                 .unwrap_or_default();
             let p = MetadataResponsePartition::default().with_partition_index(index).with_replica_nodes(replicas);
-            // A hosted partition as this replica knows it; another as its leader reported.
+            // A hosted partition as this replica knows it; another (or one whose quiet
+            // leader this replica has not heard from since it started) as its leader
+            // reported.
+            let reported = || topic.partitions.get(index as usize).and_then(|g| node.reported_leader(*g));
             let leadership = match node.partition(name, index) {
-                Some(hosted) => hosted.leader().map(|leader| Leadership {
-                    leader,
-                    epoch: hosted.offsets().leader_epoch,
-                    isr: hosted.in_sync(),
-                }),
-                None => topic.partitions.get(index as usize).and_then(|g| node.reported_leader(*g)),
+                Some(hosted) => hosted
+                    .leader()
+                    .map(|leader| Leadership {
+                        leader,
+                        epoch: hosted.offsets().leader_epoch,
+                        isr: hosted.in_sync(),
+                        quiet: false,
+                    })
+                    .or_else(reported),
+                None => reported(),
             };
             match leadership {
                 Some(l) => p

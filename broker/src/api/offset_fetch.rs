@@ -15,11 +15,18 @@ use storage::CommittedOffset;
 use super::Call;
 use crate::cluster::node::Node;
 
+/// How long an OffsetFetch waits for its coordinator to confirm its leadership.
+const COORDINATOR_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One group's answer: per topic, per partition, the commit if any.
 type GroupOffsets = Result<Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>, ResponseError>;
 
 async fn read_group(node: &Node, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> GroupOffsets {
     let p = node.coordinator_for(group).await?;
+    // A coordinator that lost its offsets partition to another node without knowing it
+    // yet (cut off from the others) would answer with offsets older than ones committed
+    // since: it confirms its leadership first, so committed offsets never go backwards.
+    p.confirm_leader(COORDINATOR_CHECK).await.map_err(|_| ResponseError::NotCoordinator)?;
     let storage_error = |e: storage::Error| {
         tracing::error!(group, error = %e, "cannot read committed offsets");
         ResponseError::UnknownServerError

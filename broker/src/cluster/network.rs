@@ -56,6 +56,9 @@ pub enum Rpc {
     },
     /// The partitions the sender leads (bincode of `(group, Leadership)` pairs).
     Leaders(Vec<u8>),
+    /// The group's leader stopped sending heartbeats to hand leadership over: the
+    /// receiver stands for election once the leader's lease has run out.
+    TakeLeadership,
 }
 
 impl Rpc {
@@ -67,6 +70,7 @@ impl Rpc {
             Rpc::ControllerWrite(_) => "controller_write",
             Rpc::ReadBatches { .. } => "read_batches",
             Rpc::Leaders(_) => "leaders",
+            Rpc::TakeLeadership => "take_leadership",
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct Peers {
     handler: OnceLock<Weak<dyn Handler>>,
     /// Test hook: while set, nothing is sent or answered (as if the network were cut).
     isolated: AtomicBool,
+    /// Raft messages (append entries, heartbeats included, and votes) sent for groups
+    /// other than group 0, the controller: what quiescence saves.
+    partition_messages: AtomicU64,
 }
 
 /// The connection to one peer, and the requests waiting for its answers.
@@ -145,6 +152,7 @@ impl Peers {
             own_address: peers.get(&node_id).cloned(),
             handler: OnceLock::new(),
             isolated: AtomicBool::new(false),
+            partition_messages: AtomicU64::new(0),
         })
     }
 
@@ -160,6 +168,11 @@ impl Peers {
 
     fn isolated(&self) -> bool {
         self.isolated.load(Ordering::SeqCst)
+    }
+
+    /// Raft messages sent so far for partition groups (all but group 0).
+    pub fn partition_messages(&self) -> u64 {
+        self.partition_messages.load(Ordering::Relaxed)
     }
 
     /// The ids of the other nodes.
@@ -184,6 +197,10 @@ impl Peers {
         let link = self.links.get(&peer).ok_or_else(|| Failure::Unreachable(format!("node {peer} is not a peer")))?;
         if self.isolated() {
             return Err(Failure::Unreachable(format!("node {} is isolated", self.node_id)));
+        }
+        metrics::counter!("quarry_node_requests_sent_total", "kind" => rpc.name()).increment(1);
+        if group != 0 && matches!(rpc, Rpc::AppendEntries(_) | Rpc::Vote(_)) {
+            self.partition_messages.fetch_add(1, Ordering::Relaxed);
         }
         let id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -482,6 +499,8 @@ where
         Rpc::AppendEntries(b) => encode(&raft.append_entries(decode::<AppendEntriesRequest<C>>(&b)?).await),
         Rpc::Vote(b) => encode(&raft.vote(decode::<VoteRequest<u64>>(&b)?).await),
         Rpc::InstallSnapshot(b) => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<C>>(&b)?).await),
-        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } | Rpc::Leaders(_) => Err("not a raft message".into()),
+        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } | Rpc::Leaders(_) | Rpc::TakeLeadership => {
+            Err("not a raft message".into())
+        }
     }
 }

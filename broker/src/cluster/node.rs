@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Raft};
 use storage::{Db, GroupId, PartitionLog, RaftLogStore, StateStore};
@@ -47,8 +47,8 @@ pub struct Node {
     producer_ids: Mutex<std::ops::Range<i64>>,
     /// Every raft group's settings.
     raft_config: Arc<openraft::Config>,
-    /// The leaders of partitions, as the nodes leading them last reported.
-    leaders: RwLock<HashMap<GroupId, Leadership>>,
+    /// The leaders of partitions, as the nodes leading them last reported, and when.
+    leaders: RwLock<HashMap<GroupId, (Leadership, Instant)>>,
 }
 
 /// A partition's leader as it reports itself to the other nodes.
@@ -57,10 +57,16 @@ pub struct Leadership {
     pub leader: u64,
     pub epoch: i32,
     pub isr: Vec<u64>,
+    /// The group is quiescent: its leader sends no heartbeats, and its followers stand
+    /// for election only once reports like this one stop coming.
+    pub quiet: bool,
 }
 
 /// How often a node tells the others which partitions it leads.
 const LEADERSHIP_REPORT: Duration = Duration::from_millis(500);
+/// How recent the report of a quiet group's leader must be for its followers to hold
+/// back their elections.
+const QUIET_LIVENESS: Duration = Duration::from_secs(2);
 
 /// Producer ids a node reserves from the controller at a time.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -178,6 +184,10 @@ impl Node {
         tokio::spawn(follow_metadata(Arc::downgrade(&node), node.metadata.clone()));
         if !node.peers.ids().is_empty() {
             tokio::spawn(report_leadership(Arc::downgrade(&node)));
+            if node.config.auto_leader_rebalance_enable {
+                let every = Duration::from_secs(node.config.leader_imbalance_check_interval_seconds.max(1));
+                tokio::spawn(rebalance_leaders(Arc::downgrade(&node), every));
+            }
         }
         Ok(node)
     }
@@ -454,7 +464,28 @@ impl Node {
 
     /// What the other nodes last said of a partition group they lead.
     pub fn reported_leader(&self, group: GroupId) -> Option<Leadership> {
-        self.leaders.read().expect("leaders lock").get(&group).cloned()
+        self.leaders.read().expect("leaders lock").get(&group).map(|(l, _)| l.clone())
+    }
+
+    /// Quiescence, run with every leadership report. A partition led here goes quiet
+    /// (stops its heartbeats) once idle; a follower stands for election only while its
+    /// group is not reported quiet by a leader heard from within [`QUIET_LIVENESS`]:
+    /// the node's reports stand for the heartbeats of all its quiet groups, so an idle
+    /// node sends a few messages a second however many partitions it leads, and the
+    /// followers of a node that died or was cut off elect new leaders once its reports
+    /// stop.
+    fn quiesce(&self) {
+        let leaders = self.leaders.read().expect("leaders lock");
+        for p in self.partitions() {
+            if p.is_leader() {
+                p.settle();
+                continue;
+            }
+            let calm = leaders.get(&p.group).is_some_and(|(l, heard)| {
+                l.quiet && l.leader != self.config.node_id && heard.elapsed() < QUIET_LIVENESS
+            });
+            p.allow_election(!calm);
+        }
     }
 
     /// Tells every other node which partitions this one leads, with their epochs and ISR,
@@ -465,15 +496,21 @@ impl Node {
             .into_iter()
             .filter(|p| p.is_leader())
             .map(|p| {
-                let report =
-                    Leadership { leader: self.config.node_id, epoch: p.offsets().leader_epoch, isr: p.in_sync() };
+                let report = Leadership {
+                    leader: self.config.node_id,
+                    epoch: p.offsets().leader_epoch,
+                    isr: p.in_sync(),
+                    quiet: p.is_quiet(),
+                };
                 (p.group, report)
             })
             .collect();
         let Ok(body) = bincode::serialize(&led) else { return };
+        // Sent side by side: a peer slow to answer must not hold back the others' reports,
+        // which keep their followers of quiet groups from electing.
         for peer in self.peers.ids() {
-            let rpc = Rpc::Leaders(body.clone());
-            let _ = self.peers.request(peer, CONTROLLER_GROUP, rpc, Duration::from_secs(2)).await;
+            let (peers, rpc) = (self.peers.clone(), Rpc::Leaders(body.clone()));
+            tokio::spawn(async move { peers.request(peer, CONTROLLER_GROUP, rpc, LEADERSHIP_REPORT * 4).await });
         }
     }
 
@@ -593,8 +630,41 @@ impl Node {
     }
 }
 
-/// Starts the partitions metadata places here (and stops deleted ones) as the
-/// controller's state changes, whoever changed it.
+/// Hands partitions led here to their preferred replicas (the first of their replicas,
+/// as placement spread them) every `leader.imbalance.check.interval.seconds`, when
+/// the preferred replica is caught up: after a node comes back, the leaderships it lost
+/// return to it and leaders stay balanced over the nodes, as Kafka's preferred leader
+/// election does. The hand-overs of one round run together.
+async fn rebalance_leaders(node: std::sync::Weak<Node>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(node) = node.upgrade() else { return };
+        if node.stop_groups.is_cancelled() {
+            return;
+        }
+        let metadata = node.metadata();
+        let me = node.config.node_id;
+        let moves: Vec<(Arc<Partition>, u64)> = node
+            .partitions()
+            .into_iter()
+            .filter(|p| p.is_leader())
+            .filter_map(|p| {
+                let t = metadata.topics.get(&p.topic)?;
+                let preferred = *t.replicas.get(p.index as usize)?.first()?;
+                (preferred != me && p.in_sync().contains(&preferred)).then_some((p, preferred))
+            })
+            .collect();
+        if moves.is_empty() {
+            continue;
+        }
+        let peers = node.peers.clone();
+        drop(node);
+        let handed = futures::future::join_all(moves.iter().map(|(p, to)| p.hand_over(*to, &peers))).await;
+        let moved = handed.iter().filter(|ok| **ok).count();
+        tracing::info!(moved, tried = moves.len(), "partition leadership handed to preferred replicas");
+    }
+}
+
 /// Reports this node's leaderships to the others every [`LEADERSHIP_REPORT`].
 async fn report_leadership(node: std::sync::Weak<Node>) {
     loop {
@@ -603,10 +673,13 @@ async fn report_leadership(node: std::sync::Weak<Node>) {
         if node.stop_groups.is_cancelled() {
             return;
         }
+        node.quiesce();
         node.report_leadership().await;
     }
 }
 
+/// Starts the partitions metadata places here (and stops deleted ones) as the
+/// controller's state changes, whoever changed it.
 async fn follow_metadata(node: std::sync::Weak<Node>, mut metadata: watch::Receiver<Arc<Metadata>>) {
     while metadata.changed().await.is_ok() {
         let Some(node) = node.upgrade() else { return };
@@ -632,10 +705,11 @@ impl network::Handler for Node {
                 Rpc::Leaders(report) => {
                     let report: Vec<(GroupId, Leadership)> = network::decode(&report)?;
                     let mut leaders = self.leaders.write().expect("leaders lock");
+                    let now = Instant::now();
                     for (group, l) in report {
                         // A report from an older epoch than one already heard is stale.
-                        if leaders.get(&group).is_none_or(|known| known.epoch <= l.epoch) {
-                            leaders.insert(group, l);
+                        if leaders.get(&group).is_none_or(|(known, _)| known.epoch <= l.epoch) {
+                            leaders.insert(group, (l, now));
                         }
                     }
                     network::encode(&())
@@ -654,6 +728,10 @@ impl network::Handler for Node {
                     return match rpc {
                         Rpc::ReadBatches { from, to, max_bytes } => {
                             network::encode(&p.read_batches(from, to, max_bytes))
+                        }
+                        Rpc::TakeLeadership => {
+                            p.take_leadership(&self.raft_config);
+                            network::encode(&())
                         }
                         rpc => network::answer(&p.raft, rpc).await,
                     }

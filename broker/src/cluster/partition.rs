@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use openraft::error::RaftError;
 use openraft::{BasicNode, LogId, Raft, SnapshotMeta};
 use protocol::batch::{self, BatchHeader};
 use rocksdb::WriteBatch;
@@ -543,6 +544,13 @@ pub struct Partition {
     pub offsets_store: OffsetStore,
     offsets: watch::Receiver<Offsets>,
     produce: mpsc::Sender<ProduceJob>,
+    /// While true the batcher submits nothing (a leadership hand-over is under way).
+    paused: watch::Sender<bool>,
+    /// Quiescence (see `Node::quiesce`): as leader, the last log index seen and since
+    /// when, and whether heartbeats are off; as follower, whether elections are off.
+    activity: std::sync::Mutex<(Option<u64>, std::time::Instant)>,
+    quiet: std::sync::atomic::AtomicBool,
+    election_off: std::sync::atomic::AtomicBool,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
     epochs: Arc<std::sync::RwLock<Vec<(i32, i64)>>>,
 }
@@ -622,6 +630,15 @@ const INITIALIZE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(
 
 /// Most bytes one raft entry carries when the batcher merges produce requests.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// How long a partition leader sees nothing appended before it goes quiet.
+const QUIESCE_AFTER: Duration = Duration::from_secs(2);
+/// How long a hand-over waits for the new leader to hold every entry.
+const HAND_OVER_CATCH_UP: Duration = Duration::from_secs(2);
+/// How long a hand-over waits for the new leader's election (its leader lease, 3 s,
+/// and the election).
+const HAND_OVER_ELECTION: Duration = Duration::from_secs(8);
+/// Most produce entries of a partition in raft (appended, not yet applied) at once.
+const ENTRIES_IN_FLIGHT: usize = 8;
 /// Bytes produced after which the batcher asks raft for a snapshot, so that the raft log
 /// is purged and stops holding segment files (see `storage::segments`).
 const SNAPSHOT_BYTES: usize = 512 << 20;
@@ -666,6 +683,7 @@ impl Partition {
             }
         }
         let (tx, rx) = mpsc::channel(1024);
+        let (paused, paused_rx) = watch::channel(false);
         let partition = Arc::new(Partition {
             group,
             topic,
@@ -675,10 +693,14 @@ impl Partition {
             offsets_store,
             offsets,
             produce: tx,
+            paused,
+            activity: std::sync::Mutex::new((None, std::time::Instant::now())),
+            quiet: Default::default(),
+            election_off: Default::default(),
             waiting_fetches: Default::default(),
             epochs,
         });
-        tokio::spawn(run_batcher(raft, rx, producer_id_expiration_ms));
+        tokio::spawn(run_batcher(raft, rx, paused_rx, producer_id_expiration_ms));
         Ok(partition)
     }
 
@@ -785,6 +807,102 @@ impl Partition {
         m.current_leader == Some(m.id)
     }
 
+    /// Confirms with a quorum that this node still leads, and waits until everything
+    /// committed before is applied here: a read after it sees every acknowledged write
+    /// (raft's read index). A leader cut off from the others cannot confirm.
+    pub async fn confirm_leader(&self, timeout: Duration) -> Result<(), ResponseError> {
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
+    /// Hands leadership to replica `to`, which must be caught up: the batcher stops
+    /// submitting produce requests and the leader its heartbeats, so the followers'
+    /// leases run out; once `to` holds every entry it is asked to stand for election
+    /// then, before any other follower's election timer fires. Produce requests queued
+    /// meanwhile wait (a few seconds), then go to raft here and, leadership gone, are
+    /// answered NOT_LEADER_OR_FOLLOWER for the client to retry at the new leader.
+    /// Whether `to` leads at the end; if not, this node leads on as before.
+    pub async fn hand_over(&self, to: u64, peers: &network::Peers) -> bool {
+        let me = peers.node_id;
+        let _ = self.paused.send(true);
+        self.raft.runtime_config().heartbeat(false);
+        let handed = async {
+            // Entries already in raft reach `to` first.
+            let deadline = tokio::time::Instant::now() + HAND_OVER_CATCH_UP;
+            while !self.in_sync().contains(&to) {
+                if tokio::time::Instant::now() > deadline || !self.is_leader() {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if peers.request(to, self.group, Rpc::TakeLeadership, Duration::from_secs(2)).await.is_err() {
+                return false;
+            }
+            let moved = self.raft.wait(Some(HAND_OVER_ELECTION));
+            let moved = moved.metrics(|m| m.current_leader.is_some_and(|l| l != me), "leader moved").await;
+            moved.is_ok() && self.leader() == Some(to)
+        }
+        .await;
+        self.raft.runtime_config().heartbeat(true);
+        let _ = self.paused.send(false);
+        handed
+    }
+
+    /// As leader: goes quiet (no heartbeats) once nothing was appended for
+    /// [`QUIESCE_AFTER`] and every voter holds every entry, and wakes (heartbeats again)
+    /// on the first entry appended after. A hand-over sets heartbeats itself.
+    pub fn settle(&self) {
+        if *self.paused.borrow() {
+            return;
+        }
+        let (last, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.last_log_index, m.membership_config.membership().voter_ids().count())
+        };
+        let idle = {
+            let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            if activity.0 != last {
+                *activity = (last, std::time::Instant::now());
+            }
+            activity.1.elapsed() >= QUIESCE_AFTER
+        };
+        let quiet = idle && self.in_sync().len() == voters;
+        self.quiet.store(quiet, std::sync::atomic::Ordering::Relaxed);
+        self.raft.runtime_config().heartbeat(!quiet);
+    }
+
+    /// Whether this leader is quiet (reported so to the other nodes).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// As follower: whether this replica may stand for election when its leader's
+    /// heartbeats stop (not while its leader reports the group quiet).
+    pub fn allow_election(&self, allowed: bool) {
+        self.quiet.store(false, std::sync::atomic::Ordering::Relaxed);
+        if self.election_off.swap(!allowed, std::sync::atomic::Ordering::Relaxed) == allowed {
+            tracing::debug!(group = self.group, allowed, "partition elections");
+        }
+        self.raft.runtime_config().elect(allowed);
+    }
+
+    /// Stands for election once the current leader's lease has surely run out (it
+    /// stopped its heartbeats to hand leadership here: see [`Partition::hand_over`]).
+    pub fn take_leadership(&self, config: &openraft::Config) {
+        let raft = self.raft.clone();
+        // The lease lasts election_timeout_max from the last message of the leader.
+        let wait = Duration::from_millis(config.election_timeout_max + 300);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::warn!(error = %e, "cannot stand for election");
+            }
+        });
+    }
+
     /// The node that leads the partition now, as far as this replica knows.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
@@ -842,8 +960,19 @@ impl Partition {
     }
 }
 
-/// Merges queued produce jobs into one raft entry per round.
-async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJob>, producer_id_expiration_ms: i64) {
+/// Merges queued produce jobs into raft entries, and keeps up to [`ENTRIES_IN_FLIGHT`]
+/// of them in raft at once: while one is being replicated and synced, the next ones are
+/// already appended, so a follower's next AppendEntries carries them all instead of the
+/// leader waiting a whole round trip per entry. Entries enter the raft log in the order
+/// their jobs were queued (one task submits them), and offsets are assigned when they
+/// apply, so the order of produce requests is kept.
+async fn run_batcher(
+    raft: Raft<PartitionTypes>,
+    mut rx: mpsc::Receiver<ProduceJob>,
+    mut paused: watch::Receiver<bool>,
+    producer_id_expiration_ms: i64,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT));
     // A job that could not join the previous entry starts the next one.
     let mut held: Option<ProduceJob> = None;
     let mut since_snapshot = 0usize;
@@ -855,6 +984,14 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
                 None => return,
             },
         };
+        // During a hand-over jobs wait here (and queue up behind).
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        // Waiting for a free slot lets more jobs queue up for this entry.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let log_append_time = first.log_append_time;
         let mut size: usize = first.batches.iter().map(|b| b.len()).sum();
         let mut jobs = vec![first];
@@ -876,38 +1013,60 @@ async fn run_batcher(raft: Raft<PartitionTypes>, mut rx: mpsc::Receiver<ProduceJ
         let now_ms = crate::now_ms();
         let started = std::time::Instant::now();
         let cmd = PartitionCmd::Produce { batches, now_ms, log_append_time, producer_id_expiration_ms };
-        let result = raft.client_write(cmd).await;
-        let took = started.elapsed();
+        let answer = match raft.client_write_ff(cmd).await {
+            Ok(answer) => answer,
+            Err(fatal) => {
+                let code = raft_write_code::<BasicNode>(&RaftError::Fatal(fatal));
+                for job in jobs {
+                    let _ = job.done.send(Err(code));
+                }
+                continue;
+            }
+        };
         since_snapshot += size;
         if since_snapshot >= SNAPSHOT_BYTES {
             since_snapshot = 0;
             let _ = raft.trigger().snapshot().await;
         }
-        metrics::histogram!("quarry_raft_write_seconds").record(took.as_secs_f64());
-        if took > std::time::Duration::from_millis(20) {
-            tracing::warn!(took_ms = took.as_millis() as u64, bytes = size, jobs = jobs.len(), "slow raft write");
-        }
-        match result {
-            Ok(resp) => {
-                let PartitionResp::Appended(offsets) = resp.data else {
-                    for job in jobs {
-                        let _ = job.done.send(Err(ResponseError::UnknownServerError));
+        tokio::spawn(async move {
+            let result = answer.await;
+            drop(permit);
+            let took = started.elapsed();
+            metrics::histogram!("quarry_raft_write_seconds").record(took.as_secs_f64());
+            if took > std::time::Duration::from_millis(50) {
+                tracing::warn!(took_ms = took.as_millis() as u64, bytes = size, jobs = jobs.len(), "slow raft write");
+            }
+            let offsets = match result {
+                Ok(Ok(written)) => match written.data {
+                    PartitionResp::Appended(offsets) => offsets,
+                    _ => {
+                        for job in jobs {
+                            let _ = job.done.send(Err(ResponseError::UnknownServerError));
+                        }
+                        return;
                     }
-                    continue;
-                };
-                let mut it = offsets.into_iter();
-                for job in jobs {
-                    let batches = it.by_ref().take(job.batches.len()).collect();
-                    let _ = job.done.send(Ok(Appended { batches, append_time_ms: now_ms }));
+                },
+                Ok(Err(e)) => {
+                    let code = raft_write_code(&RaftError::APIError(e));
+                    for job in jobs {
+                        let _ = job.done.send(Err(code));
+                    }
+                    return;
                 }
-            }
-            Err(e) => {
-                let code = raft_write_code(&e);
-                for job in jobs {
-                    let _ = job.done.send(Err(code));
+                // The group stopped before answering (shut down, or failed).
+                Err(_) => {
+                    for job in jobs {
+                        let _ = job.done.send(Err(ResponseError::NotLeaderOrFollower));
+                    }
+                    return;
                 }
+            };
+            let mut it = offsets.into_iter();
+            for job in jobs {
+                let batches = it.by_ref().take(job.batches.len()).collect();
+                let _ = job.done.send(Ok(Appended { batches, append_time_ms: now_ms }));
             }
-        }
+        });
     }
 }
 

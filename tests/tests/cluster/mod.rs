@@ -108,9 +108,15 @@ fn leaders(m: &MetadataResponse) -> Option<Vec<i32>> {
 /// The leader of partition 0 of `topic` as the node at `addr` reports it, once it is
 /// another than `old`.
 async fn leader_other_than(addr: std::net::SocketAddr, topic: &str, old: i32) -> i32 {
+    leader_other_than_in(addr, topic, 0, old).await
+}
+
+/// The leader of `partition` of `topic` as the node at `addr` reports it, once it is
+/// another than `old`.
+async fn leader_other_than_in(addr: std::net::SocketAddr, topic: &str, partition: i32, old: i32) -> i32 {
     eventually("a new leader", || async {
         let m = metadata(&mut Client::connect(addr).await, &[topic], false).await;
-        let p = m.topics.first()?.partitions.first()?;
+        let p = m.topics.first()?.partitions.iter().find(|p| p.partition_index == partition)?;
         (p.error_code == 0 && p.leader_id.0 >= 0 && p.leader_id.0 != old).then_some(p.leader_id.0)
     })
     .await
@@ -466,6 +472,125 @@ async fn replication_factors_and_assignments_are_honoured() {
         let r = produce(&mut lc, "one", p.partition_index, encode_batch(&records), -1).await.unwrap();
         assert_eq!((r.error_code, r.base_offset), (0, 0), "partition {}", p.partition_index);
     }
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// A node that comes back gets the leadership of the partitions it is the preferred
+/// replica of (first in their replica lists) once it has caught up, and takes their
+/// writes again; the partitions keep every record through both moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_to_the_preferred_replica() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let mut configs: Vec<Config> = three_configs(&dirs)
+        .into_iter()
+        .map(|c| Config { leader_imbalance_check_interval_seconds: 1, ..c })
+        .collect();
+    let mut servers = start_three(&mut configs).await;
+    three_registered(&servers).await;
+    let mut c = Client::connect(servers[0].kafka_addr).await;
+    assert_eq!(create_placed_topic(&mut c, "r", 3, -1, &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]]).await, 0);
+    let preferred = vec![1, 2, 3];
+    eventually("the preferred leaders", || async {
+        let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["r"], false).await;
+        (leaders(&m)? == preferred).then_some(())
+    })
+    .await;
+    for (partition, leader) in preferred.iter().enumerate() {
+        let mut lc = Client::connect(kafka_addr(&servers, *leader)).await;
+        let r = produce(&mut lc, "r", partition as i32, encode_batch(&[TestRecord::new("k", "a", 1)]), -1).await;
+        assert_eq!(r.map(|r| (r.error_code, r.base_offset)), Some((0, 0)));
+    }
+
+    // Node 2 stops: another replica leads partition 1 and takes a record.
+    let at = servers.iter().position(|s| s.node.config.node_id == 2).unwrap();
+    servers.remove(at).shutdown().await;
+    let interim = leader_other_than_in(servers[0].kafka_addr, "r", 1, 2).await;
+    let mut ic = Client::connect(kafka_addr(&servers, interim)).await;
+    let r = produce(&mut ic, "r", 1, encode_batch(&[TestRecord::new("k", "b", 2)]), -1).await;
+    assert_eq!(r.map(|r| (r.error_code, r.base_offset)), Some((0, 1)));
+
+    // Back, node 2 catches up and is handed partition 1 again; the others stay.
+    servers.push(start(configs[at].clone()).await);
+    eventually("partition 1 led by node 2 again", || async {
+        let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["r"], false).await;
+        (leaders(&m)? == preferred).then_some(())
+    })
+    .await;
+    let back_addr = kafka_addr(&servers, 2);
+    let produced = eventually("a write taken by node 2", || async {
+        let mut back = Client::connect(back_addr).await;
+        let r = produce(&mut back, "r", 1, encode_batch(&[TestRecord::new("k", "c", 3)]), -1).await?;
+        // Until node 2 learns it leads (and applied its first entry), it refuses.
+        (r.error_code == 0).then_some(r.base_offset)
+    })
+    .await;
+    assert_eq!(produced, 2);
+    let data = fetch(&mut Client::connect(back_addr).await, "r", 1, 0, 0, 0).await;
+    let values: Vec<String> = decode_records(data.records.unwrap_or_default())
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// Idle partitions go quiet: their leaders stop heartbeating and each node's leadership
+/// reports stand for all its groups, so an idle cluster sends next to no partition raft
+/// messages however many partitions it holds. A write still goes through at once, and
+/// when a node stops, the quiet partitions it led elect new leaders that take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_partitions_go_quiet_and_still_fail_over() {
+    let _serial = one_at_a_time().await;
+    const PARTITIONS: i32 = 60;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let mut servers = three_nodes(&dirs).await;
+    three_registered(&servers).await;
+    let mut c = Client::connect(servers[0].kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "idle", PARTITIONS, &[]).await, 0);
+    let (_, initial) = topic_leaders(&servers, 0, "idle").await;
+
+    // Heartbeating, 60 partitions would send 2 x 60 / 0.15 s = 800 messages a second.
+    let sent = |servers: &[Server]| servers.iter().map(|s| s.node.peers.partition_messages()).sum::<u64>();
+    let quiet = eventually("idle partitions quiet", || async {
+        let before = sent(&servers);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let during = sent(&servers) - before;
+        (during < PARTITIONS as u64).then_some(during)
+    })
+    .await;
+    println!("partition raft messages in 3 s of quiet: {quiet}");
+
+    // A quiet partition takes a write at once.
+    let mut lc = Client::connect(kafka_addr(&servers, initial[0])).await;
+    let r = produce(&mut lc, "idle", 0, encode_batch(&[TestRecord::new("k", "v", 1)]), -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+
+    // The node leading partition 0 stops; its partitions elect new leaders.
+    let gone = initial[0];
+    let at = servers.iter().position(|s| s.node.config.node_id == gone as u64).unwrap();
+    servers.remove(at).shutdown().await;
+    let started = Instant::now();
+    let new = leader_other_than_in(servers[0].kafka_addr, "idle", 0, gone).await;
+    println!("a quiet partition elected a new leader {:?} after its leader stopped", started.elapsed());
+    let new_addr = kafka_addr(&servers, new);
+    let r = eventually("a write at the new leader", || async {
+        let r = produce(&mut Client::connect(new_addr).await, "idle", 0, encode_batch(&[TestRecord::new("k", "w", 2)]), -1).await?;
+        (r.error_code == 0).then_some(r.base_offset)
+    })
+    .await;
+    assert_eq!(r, 1);
+    let moved: Vec<i32> = (0..PARTITIONS).filter(|p| initial[*p as usize] == gone).collect();
+    eventually("every partition of the stopped node led elsewhere", || async {
+        let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["idle"], false).await;
+        let now = leaders(&m)?;
+        moved.iter().all(|p| now[*p as usize] != gone).then_some(())
+    })
+    .await;
     for s in servers {
         s.shutdown().await;
     }

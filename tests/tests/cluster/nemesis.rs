@@ -1,9 +1,12 @@
-//! A short Jepsen-style run on three real nodes: idempotent acks=all producers write while
-//! a nemesis kills nodes with SIGKILL and restarts them. At the end every acknowledged
-//! record is stored exactly once, at the offset it was acknowledged with, in its
-//! producer's order within its partition, and every replica holds the same records.
-//! Partitions snapshot every 64 entries, so restarted nodes often catch up from a
-//! snapshot. `QUARRY_NEMESIS_SECS` sets how long the nemesis runs (default 120).
+//! A short Jepsen-style run on three real nodes: idempotent acks=all producers write, and
+//! a consumer group reads and commits, while a nemesis kills nodes with SIGKILL and
+//! restarts them, or cuts one off from the others (the nodes' fault hook, over HTTP) and
+//! heals it. At the end every acknowledged record is stored exactly once, at the offset
+//! it was acknowledged with, in its producer's order within its partition, every replica
+//! holds the same records, and the group's committed offsets never went back (every
+//! OffsetFetch answered at least the last acknowledged commit). Partitions snapshot every
+//! 64 entries, so restarted nodes often catch up from a snapshot. `QUARRY_NEMESIS_SECS`
+//! sets how long the nemesis runs (default 120).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use tokio::sync::Mutex;
 const TOPIC: &str = "jepsen";
 const PARTITIONS: i32 = 3;
 const PRODUCERS: u64 = 3;
+const GROUP: &str = "jepsen-readers";
 
 struct Process {
     id: u64,
@@ -217,6 +221,194 @@ async fn producer(ports: Vec<u16>, p: u64, pid: i64, stop: Arc<AtomicBool>, acke
     (batches, retries)
 }
 
+/// Asks `body` of the node listening on Kafka port `port` on a new connection; `None` if
+/// it does not answer within 6 s (it may be down or cut off).
+async fn ask(port: u16, version: i16, body: RequestKind) -> Option<ResponseKind> {
+    let call = async {
+        let mut c = Client::try_connect(([127, 0, 0, 1], port).into()).await?;
+        c.try_call(version, body).await
+    };
+    tokio::time::timeout(Duration::from_secs(6), call).await.ok().flatten()
+}
+
+/// Posts to a fault-injection route of the node with HTTP port `http`; whether it answered.
+async fn fault(http: u16, route: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let call = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.ok()?;
+        let request = format!("POST /faults/{route} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.ok()?;
+        Some(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), call).await.ok().flatten().unwrap_or(false)
+}
+
+/// The group's committed offset of each partition (-1: none), as its coordinator at
+/// `port` answers; `None` if it does not (moved, loading, down).
+async fn committed_offsets(port: u16) -> Option<[i64; PARTITIONS as usize]> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
+    let req = OffsetFetchRequest::default().with_group_id(GroupId(GROUP.to_string().into())).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default()
+            .with_name(TopicName(TOPIC.to_string().into()))
+            .with_partition_indexes((0..PARTITIONS).collect()),
+    ]));
+    let Some(ResponseKind::OffsetFetch(r)) = ask(port, 7, RequestKind::OffsetFetch(req)).await else { return None };
+    if r.error_code != 0 {
+        return None;
+    }
+    let mut out = [-1; PARTITIONS as usize];
+    for p in &r.topics.first()?.partitions {
+        if p.error_code != 0 {
+            return None;
+        }
+        out[p.partition_index as usize] = p.committed_offset;
+    }
+    Some(out)
+}
+
+/// Commits `positions` for the member in `generation` at the coordinator at `port`: the
+/// first error code of the answer (0: all committed), `None` without an answer.
+async fn commit(port: u16, generation: i32, member: &str, positions: &[i64]) -> Option<i16> {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
+    let partitions = positions
+        .iter()
+        .enumerate()
+        .map(|(p, o)| OffsetCommitRequestPartition::default().with_partition_index(p as i32).with_committed_offset(*o))
+        .collect();
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(GROUP.to_string().into()))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member.to_string().into())
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(TOPIC.to_string().into()))
+            .with_partitions(partitions)]);
+    let Some(ResponseKind::OffsetCommit(r)) = ask(port, 8, RequestKind::OffsetCommit(req)).await else { return None };
+    Some(r.topics.iter().flat_map(|t| &t.partitions).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0))
+}
+
+/// The offset after the last record a fetch at `offset` from the leader at `port` returns
+/// (`offset` itself if none); `None` on an error or no answer.
+async fn fetch_next(port: u16, partition: i32, offset: i64) -> Option<i64> {
+    let req = fetch_request(TOPIC, partition, offset, 100, 1, -1);
+    let Some(ResponseKind::Fetch(mut r)) = ask(port, 12, RequestKind::Fetch(req)).await else { return None };
+    let data = r.responses.pop()?.partitions.pop()?;
+    if data.error_code != 0 {
+        return None;
+    }
+    let records = decode_records(data.records.unwrap_or_default());
+    Some(records.iter().map(|(o, _)| o + 1).filter(|next| *next > offset).max().unwrap_or(offset))
+}
+
+/// What the consumer group did.
+#[derive(Debug, Default)]
+struct GroupReport {
+    joins: u64,
+    commits: u64,
+    /// OffsetFetch answers checked against the last acknowledged commit.
+    checks: u64,
+    consumed: i64,
+    /// The last acknowledged commit of each partition (-1: none yet).
+    committed: [i64; PARTITIONS as usize],
+}
+
+impl GroupReport {
+    /// Committed offsets read back may be ahead of the last acknowledged commit (one not
+    /// answered may have been written) but never behind it.
+    fn check(&mut self, read: &[i64; PARTITIONS as usize]) {
+        for p in 0..PARTITIONS as usize {
+            assert!(
+                read[p] >= self.committed[p],
+                "partition {p}: the committed offset read back is {} after a commit of {} was acknowledged",
+                read[p],
+                self.committed[p]
+            );
+        }
+        self.checks += 1;
+    }
+}
+
+/// One consumer of group [`GROUP`] reading every partition from its leader and committing
+/// its positions after each round, until `stop`. It finds the coordinator through any
+/// node, and when the coordinator fails it finds it again, joins again and goes on from
+/// the committed offsets, which it checks against its acknowledged commits every time.
+async fn consumer(ports: Vec<u16>, stop: Arc<AtomicBool>) -> GroupReport {
+    let mut report = GroupReport { committed: [-1; PARTITIONS as usize], ..Default::default() };
+    let mut member = String::new();
+    let mut turn = 0;
+    'session: while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        turn += 1;
+        let asked = ports[turn % ports.len()];
+        let coordinator = match ask(asked, 3, RequestKind::FindCoordinator(find_coordinator_request(GROUP))).await {
+            Some(ResponseKind::FindCoordinator(f)) if f.error_code == 0 => f.port as u16,
+            _ => continue,
+        };
+        // A new member is first handed its id, then joins with it.
+        let mut generation = None;
+        for _ in 0..2 {
+            match ask(coordinator, 9, RequestKind::JoinGroup(join_group_request(GROUP, &member))).await {
+                Some(ResponseKind::JoinGroup(j)) if j.error_code == 0 => {
+                    member = j.member_id.to_string();
+                    generation = Some(j.generation_id);
+                    break;
+                }
+                Some(ResponseKind::JoinGroup(j)) if j.error_code == 79 => member = j.member_id.to_string(),
+                // Forgotten (the session expired while the coordinator moved): join anew.
+                Some(ResponseKind::JoinGroup(j)) if j.error_code == 25 => member.clear(),
+                _ => break,
+            }
+        }
+        let Some(generation) = generation else { continue };
+        report.joins += 1;
+        match ask(coordinator, 5, RequestKind::SyncGroup(sync_group_request(GROUP, &member, generation))).await {
+            Some(ResponseKind::SyncGroup(s)) if s.error_code == 0 => {}
+            _ => continue,
+        }
+        let Some(start) = committed_offsets(coordinator).await else { continue };
+        report.check(&start);
+        let mut positions = start.map(|o| o.max(0));
+        while !stop.load(Ordering::Relaxed) {
+            let Some(leaders) = leader_ports(&ports).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            for (p, position) in positions.iter_mut().enumerate() {
+                if let Some(next) = fetch_next(leaders[p], p as i32, *position).await {
+                    report.consumed += next - *position;
+                    *position = next;
+                }
+            }
+            match commit(coordinator, generation, &member, &positions).await {
+                Some(0) => {
+                    report.committed = positions;
+                    report.commits += 1;
+                }
+                Some(code) => {
+                    // Coordinator moved or loading, generation or member stale, rebalance,
+                    // timed out: find the coordinator and join again. Anything else is a bug.
+                    assert!([7, 14, 15, 16, 22, 25, 27].contains(&code), "commit failed with error {code}");
+                    continue 'session;
+                }
+                None => continue 'session,
+            }
+            match committed_offsets(coordinator).await {
+                Some(read) => report.check(&read),
+                None => continue 'session,
+            }
+            match ask(coordinator, 4, RequestKind::Heartbeat(heartbeat_request(GROUP, &member, generation))).await {
+                Some(ResponseKind::Heartbeat(h)) if h.error_code == 0 => {}
+                _ => continue 'session,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    report
+}
+
 /// Every record of a partition in one node's replica, read with SQL (a follower serves
 /// no Kafka fetches): (offset, id).
 async fn read_all(http: u16, partition: i32) -> Vec<(i64, u64)> {
@@ -249,7 +441,11 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
     // down a second or two usually comes back behind the purged log and catches up from
     // a snapshot, copying the records it missed.
     let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "raft_snapshot_entries = 64\n").unwrap();
+    std::fs::write(
+        config.path(),
+        "raft_snapshot_entries = 64\nfault_injection = true\ngroup_initial_rebalance_delay_ms = 0\n",
+    )
+    .unwrap();
     let mut nodes: Vec<Process> = (0..3)
         .map(|i| Process {
             id: i as u64 + 1,
@@ -303,22 +499,35 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| tokio::spawn(producer(ports.clone(), p, pids[p as usize], stop.clone(), acked.clone())))
         .collect();
+    let readers = tokio::spawn(consumer(ports.clone(), stop.clone()));
 
-    // The nemesis: one node at a time killed with SIGKILL, then restarted.
+    // The nemesis: one node at a time killed with SIGKILL and restarted, or cut off from
+    // the others and healed.
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     println!("nemesis seed {seed}");
     let mut random = Random(seed);
     let end = Instant::now() + Duration::from_secs(secs);
-    let mut kills = 0;
+    let (mut kills, mut isolations) = (0, 0);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(1500 + random.below(2000))).await;
         let victim = random.below(3) as usize;
-        nodes[victim].kill();
-        kills += 1;
-        tokio::time::sleep(Duration::from_millis(500 + random.below(2500))).await;
-        nodes[victim].spawn(&peers);
+        let down = Duration::from_millis(500 + random.below(2500));
+        if random.below(3) == 0 {
+            // A node just restarted may not listen yet: then this round cuts nothing.
+            if fault(nodes[victim].http, "isolate").await {
+                isolations += 1;
+                tokio::time::sleep(down).await;
+                assert!(fault(nodes[victim].http, "heal").await, "node {} does not answer heal", nodes[victim].id);
+            }
+        } else {
+            nodes[victim].kill();
+            kills += 1;
+            tokio::time::sleep(down).await;
+            nodes[victim].spawn(&peers);
+        }
     }
     stop.store(true, Ordering::Relaxed);
+    let mut group = readers.await.expect("consumer");
     let (mut batches, mut retries) = (0, 0);
     for p in producers {
         let (b, r) = p.await.expect("producer");
@@ -374,13 +583,50 @@ async fn acknowledged_records_survive_kill_9_of_any_node() {
         assert_eq!(seen.get(id), Some(&vec![*at]), "acknowledged record {id:#x} must be stored once at {at:?}");
     }
     assert!(seen.values().all(|v| v.len() == 1), "no record is stored twice");
+
+    // The group's commits: at least one acknowledged, and the committed offsets read from
+    // the coordinator now are no older than the last acknowledged ones, and no further
+    // than the records there are.
+    assert!(group.commits > 0, "no commit acknowledged: {group:?}");
+    let last = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut read = None;
+            for port in &ports {
+                if let Some(ResponseKind::FindCoordinator(f)) =
+                    ask(*port, 3, RequestKind::FindCoordinator(find_coordinator_request(GROUP))).await
+                {
+                    if f.error_code == 0 {
+                        read = committed_offsets(f.port as u16).await;
+                        break;
+                    }
+                }
+            }
+            if let Some(read) = read {
+                break read;
+            }
+            assert!(Instant::now() < deadline, "no coordinator answers OffsetFetch after the nemesis");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    group.check(&last);
+    for partition in 0..PARTITIONS {
+        let records = seen.values().filter(|v| v[0].0 == partition).count() as i64;
+        assert!(last[partition as usize] <= records, "partition {partition}: committed {last:?}, {records} records");
+    }
     // Batches a replica copied when it installed a snapshot lie in `.data` files.
     let copied = nodes.iter().map(|n| files_ending(&n.dir, ".data")).sum::<usize>();
     println!(
-        "nemesis: {secs} s, {kills} kill -9 + restart; {batches} batches, {retries} retries; {} records acknowledged, \
-         all present once on every replica ({} stored); {copied} snapshot installs copied batches",
+        "nemesis: {secs} s, {kills} kill -9 + restart, {isolations} isolations; {batches} batches, {retries} retries; \
+         {} records acknowledged, all present once on every replica ({} stored); {copied} snapshot installs copied \
+         batches; consumer group: {} joins, {} records consumed, {} commits, {} committed offsets read back, none \
+         behind an acknowledged commit",
         acked.len(),
-        seen.len()
+        seen.len(),
+        group.joins,
+        group.consumed,
+        group.commits,
+        group.checks
     );
     for n in nodes.iter_mut() {
         n.kill();
