@@ -491,7 +491,7 @@ async fn leadership_returns_to_the_preferred_replica() {
     let mut servers = start_three(&mut configs).await;
     three_registered(&servers).await;
     let mut c = Client::connect(servers[0].kafka_addr).await;
-    assert_eq!(create_placed_topic(&mut c, "r", 3, -1, &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]]).await, 0);
+    assert_eq!(create_placed_topic(&mut c, "r", -1, -1, &[&[1, 2, 3], &[2, 3, 1], &[3, 1, 2]]).await, 0);
     let preferred = vec![1, 2, 3];
     eventually("the preferred leaders", || async {
         let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["r"], false).await;
