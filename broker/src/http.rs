@@ -34,9 +34,7 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, engine: Arc<query::En
     if node.config.fault_injection {
         routes = routes.route("/faults/isolate", post(isolate)).route("/faults/heal", post(heal));
     }
-    let app = routes
-        .with_state(node)
-        .merge(Router::new().route("/sql", post(crate::sql::handle)).with_state(engine));
+    let app = routes.with_state(node).merge(Router::new().route("/sql", post(crate::sql::handle)).with_state(engine));
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(error = %e, "http listener failed");
     }

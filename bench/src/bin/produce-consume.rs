@@ -145,14 +145,15 @@ fn drain(
     }
 }
 
-/// Creates a topic with the admin client.
+/// Creates a topic with the admin client, with the broker's default replication factor
+/// (1 on one node, 3 on three).
 fn create_topic(port: u16, topic: &str, partitions: i32) -> Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", format!("127.0.0.1:{port}")).create()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let created = runtime.block_on(
-        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()),
+        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))], &AdminOptions::new()),
     )?;
     if let Some(Err((topic, e))) = created.into_iter().next() {
         bail!("create {topic}: {e}");
@@ -520,11 +521,15 @@ fn main() -> Result<()> {
         let count = 300_000;
         let mut runs = Vec::new();
         for i in 0..repeat {
+            // Topics made first: the figures leave out creating the partition and its
+            // first election.
             let single = Broker::start(&bin)?;
+            create_topic(single.port, "replicated", 1)?;
             let one = count as f64 / produce_run(single.port, "replicated", "all", 1024, count)?.as_secs_f64();
             let one_latency = latency_run(single.port, &format!("latency-single-{i}"), "all", 20_000, 10)?;
             drop(single);
             let cluster = Broker::start_cluster(&bin)?;
+            create_topic(cluster[0].port, "replicated", 1)?;
             let three = count as f64 / produce_run(cluster[0].port, "replicated", "all", 1024, count)?.as_secs_f64();
             let three_latency = latency_run(cluster[0].port, &format!("latency-cluster-{i}"), "all", 20_000, 10)?;
             drop(cluster);

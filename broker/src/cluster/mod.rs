@@ -56,7 +56,11 @@ openraft::declare_raft_types!(
 pub fn raft_config(snapshot_entries: u64) -> openraft::Config {
     let config = openraft::Config {
         cluster_name: "quarry".into(),
-        heartbeat_interval: 150,
+        // Also the timeout of every AppendEntries (openraft 0.9), which carries up to
+        // `max_payload_entries` produce entries and waits for the follower's fsync: at
+        // 150 ms, loaded nodes timed out and resent hundreds of them a second. Idle
+        // partitions quiesce, so heartbeats cost nothing there.
+        heartbeat_interval: 500,
         election_timeout_min: 1500,
         election_timeout_max: 3000,
         max_payload_entries: 32,

@@ -10,7 +10,9 @@
 //! Of each pair, the node with the lower id dials and redials; the other accepts. Both
 //! send requests over the one connection, told apart by id. A frame is a u32 length and
 //! a bincode [`Message`]; payloads are bincode of openraft's own request and response
-//! types, decoded by the group that receives them. While a peer is not connected its
+//! types, decoded by the group that receives them. Payloads are `Bytes`, which bincode
+//! copies whole (a `Vec<u8>` would go byte by byte, through serde's sequence path:
+//! that once capped replication at about 100 MB/s). While a peer is not connected its
 //! requests fail at once as unreachable: raft retries on its own schedule.
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -42,11 +45,11 @@ const REDIAL: Duration = Duration::from_millis(200);
 /// What one node asks of another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Rpc {
-    AppendEntries(Vec<u8>),
-    Vote(Vec<u8>),
-    InstallSnapshot(Vec<u8>),
+    AppendEntries(Bytes),
+    Vote(Bytes),
+    InstallSnapshot(Bytes),
     /// A controller command for the controller's leader to write (bincode of the command).
-    ControllerWrite(Vec<u8>),
+    ControllerWrite(Bytes),
     /// Stored batches of a partition from the one holding `from` up to `to`, about
     /// `max_bytes` of them: a replica installing a snapshot copies what it lacks.
     ReadBatches {
@@ -55,7 +58,7 @@ pub enum Rpc {
         max_bytes: u32,
     },
     /// The partitions the sender leads (bincode of `(group, Leadership)` pairs).
-    Leaders(Vec<u8>),
+    Leaders(Bytes),
     /// The group's leader stopped sending heartbeats to hand leadership over: the
     /// receiver stands for election once the leader's lease has run out.
     TakeLeadership,
@@ -91,7 +94,7 @@ enum Message {
     /// The bincode of the answer, or why there is none.
     Response {
         id: u64,
-        body: Result<Vec<u8>, String>,
+        body: Result<Bytes, String>,
     },
 }
 
@@ -99,7 +102,7 @@ enum Message {
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Answers `rpc` for `group`, from node `from`: the bincode of the answer.
-    async fn handle(&self, from: u64, group: GroupId, rpc: Rpc) -> Result<Vec<u8>, String>;
+    async fn handle(&self, from: u64, group: GroupId, rpc: Rpc) -> Result<Bytes, String>;
 }
 
 /// This node's links to every other node of the cluster.
@@ -121,7 +124,7 @@ pub struct Link {
     pub peer: u64,
     pub addr: String,
     out: Mutex<Option<mpsc::UnboundedSender<Message>>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, String>>>>,
     next_id: AtomicU64,
     /// Bumped for every new connection, so an old connection's end does not clear a new one.
     generation: AtomicU64,
@@ -193,12 +196,13 @@ impl Peers {
     }
 
     /// Sends `rpc` for `group` to `peer` and waits (at most `timeout`) for the answer.
-    pub async fn request(&self, peer: u64, group: GroupId, rpc: Rpc, timeout: Duration) -> Result<Vec<u8>, Failure> {
+    pub async fn request(&self, peer: u64, group: GroupId, rpc: Rpc, timeout: Duration) -> Result<Bytes, Failure> {
         let link = self.links.get(&peer).ok_or_else(|| Failure::Unreachable(format!("node {peer} is not a peer")))?;
         if self.isolated() {
             return Err(Failure::Unreachable(format!("node {} is isolated", self.node_id)));
         }
-        metrics::counter!("quarry_node_requests_sent_total", "kind" => rpc.name()).increment(1);
+        let kind = rpc.name();
+        metrics::counter!("quarry_node_requests_sent_total", "kind" => kind).increment(1);
         if group != 0 && matches!(rpc, Rpc::AppendEntries(_) | Rpc::Vote(_)) {
             self.partition_messages.fetch_add(1, Ordering::Relaxed);
         }
@@ -213,7 +217,10 @@ impl Peers {
             link.pending.lock().expect("link lock").remove(&id);
             return Err(Failure::Unreachable(format!("no connection to node {peer}")));
         }
-        match tokio::time::timeout(timeout, rx).await {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(timeout, rx).await;
+        metrics::histogram!("quarry_node_request_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+        match answer {
             Ok(Ok(Ok(body))) => Ok(body),
             Ok(Ok(Err(e))) => Err(Failure::Remote(e)),
             Ok(Err(_)) => Err(Failure::Network(format!("connection to node {peer} closed"))),
@@ -351,10 +358,13 @@ async fn run(peers: Arc<Peers>, link: Arc<Link>, stream: TcpStream) {
                     let from = link.peer;
                     tokio::spawn(async move {
                         let kind = rpc.name();
+                        let started = std::time::Instant::now();
                         let body = match handler {
                             Some(h) => h.handle(from, group, rpc).await,
                             None => Err("node is starting".to_string()),
                         };
+                        metrics::histogram!("quarry_node_answer_seconds", "kind" => kind)
+                            .record(started.elapsed().as_secs_f64());
                         if let Err(e) = &body {
                             tracing::trace!(from, group, kind, error = %e, "raft request failed");
                         }
@@ -400,8 +410,8 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> anyhow::Result<Messag
 }
 
 /// Bincode of an answer, as a handler returns it.
-pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    bincode::serialize(v).map_err(|e| e.to_string())
+pub fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
+    bincode::serialize(v).map(Bytes::from).map_err(|e| e.to_string())
 }
 
 pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
@@ -450,8 +460,10 @@ impl GroupClient {
     }
 }
 
-fn request_bytes<T: Serialize, E: std::error::Error>(v: &T) -> Result<Vec<u8>, RPCError<u64, BasicNode, E>> {
-    bincode::serialize(v).map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))
+fn request_bytes<T: Serialize, E: std::error::Error>(v: &T) -> Result<Bytes, RPCError<u64, BasicNode, E>> {
+    bincode::serialize(v)
+        .map(Bytes::from)
+        .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))
 }
 
 impl<C: RaftTypeConfig<NodeId = u64, Node = BasicNode>> RaftNetwork<C> for GroupClient
@@ -489,7 +501,7 @@ where
 
 /// Answers one raft message for `raft` (a group hosted here): decodes the request,
 /// hands it to raft, encodes the answer (errors included, for the sender's raft).
-pub async fn answer<C>(raft: &openraft::Raft<C>, rpc: Rpc) -> Result<Vec<u8>, String>
+pub async fn answer<C>(raft: &openraft::Raft<C>, rpc: Rpc) -> Result<Bytes, String>
 where
     C: RaftTypeConfig<NodeId = u64, Node = BasicNode, SnapshotData = std::io::Cursor<Vec<u8>>>,
     C::D: Serialize + DeserializeOwned,

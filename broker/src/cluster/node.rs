@@ -67,6 +67,9 @@ const LEADERSHIP_REPORT: Duration = Duration::from_millis(500);
 /// How recent the report of a quiet group's leader must be for its followers to hold
 /// back their elections.
 const QUIET_LIVENESS: Duration = Duration::from_secs(2);
+/// When a quiet group's leader falls silent, how much later than the one before each
+/// follower (by rank) may stand for election: less than an election timeout.
+const UNFREEZE_STAGGER: Duration = Duration::from_secs(1);
 
 /// Producer ids a node reserves from the controller at a time.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -304,7 +307,7 @@ impl Node {
                     let bytes = network::encode(&cmd).map_err(|e| (ResponseError::UnknownServerError, e))?;
                     match self
                         .peers
-                        .request(leader, CONTROLLER_GROUP, Rpc::ControllerWrite(bytes), FORWARD_TIMEOUT)
+                        .request(leader, CONTROLLER_GROUP, Rpc::ControllerWrite(bytes.into()), FORWARD_TIMEOUT)
                         .await
                     {
                         Ok(answer) => match network::decode::<Result<ControllerResp, String>>(&answer) {
@@ -475,16 +478,24 @@ impl Node {
     /// followers of a node that died or was cut off elect new leaders once its reports
     /// stop.
     fn quiesce(&self) {
+        let metadata = self.metadata();
         let leaders = self.leaders.read().expect("leaders lock");
         for p in self.partitions() {
             if p.is_leader() {
                 p.settle();
                 continue;
             }
-            let calm = leaders.get(&p.group).is_some_and(|(l, heard)| {
+            let reported = leaders.get(&p.group);
+            let calm = reported.is_some_and(|(l, heard)| {
                 l.quiet && l.leader != self.config.node_id && heard.elapsed() < QUIET_LIVENESS
             });
-            p.allow_election(!calm);
+            // Rank among the replicas other than the last leader: the first stands first.
+            let leader = reported.map(|(l, _)| l.leader).or(p.leader());
+            let replicas = metadata.topics.get(&p.topic).and_then(|t| t.replicas.get(p.index as usize));
+            let rank = replicas.map_or(0, |r| {
+                r.iter().filter(|id| Some(**id) != leader).position(|id| *id == self.config.node_id).unwrap_or(0)
+            });
+            p.allow_election(!calm, UNFREEZE_STAGGER * rank as u32);
         }
     }
 
@@ -505,7 +516,7 @@ impl Node {
                 (p.group, report)
             })
             .collect();
-        let Ok(body) = bincode::serialize(&led) else { return };
+        let Ok(body) = network::encode(&led) else { return };
         // Sent side by side: a peer slow to answer must not hold back the others' reports,
         // which keep their followers of quiet groups from electing.
         for peer in self.peers.ids() {
@@ -694,7 +705,7 @@ async fn follow_metadata(node: std::sync::Weak<Node>, mut metadata: watch::Recei
 
 #[async_trait::async_trait]
 impl network::Handler for Node {
-    async fn handle(&self, _from: u64, group: GroupId, rpc: Rpc) -> Result<Vec<u8>, String> {
+    async fn handle(&self, _from: u64, group: GroupId, rpc: Rpc) -> Result<bytes::Bytes, String> {
         if group == CONTROLLER_GROUP {
             return match rpc {
                 Rpc::ControllerWrite(cmd) => {

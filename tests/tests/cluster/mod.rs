@@ -484,10 +484,8 @@ async fn replication_factors_and_assignments_are_honoured() {
 async fn leadership_returns_to_the_preferred_replica() {
     let _serial = one_at_a_time().await;
     let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
-    let mut configs: Vec<Config> = three_configs(&dirs)
-        .into_iter()
-        .map(|c| Config { leader_imbalance_check_interval_seconds: 1, ..c })
-        .collect();
+    let mut configs: Vec<Config> =
+        three_configs(&dirs).into_iter().map(|c| Config { leader_imbalance_check_interval_seconds: 1, ..c }).collect();
     let mut servers = start_three(&mut configs).await;
     three_registered(&servers).await;
     let mut c = Client::connect(servers[0].kafka_addr).await;
@@ -579,7 +577,9 @@ async fn idle_partitions_go_quiet_and_still_fail_over() {
     println!("a quiet partition elected a new leader {:?} after its leader stopped", started.elapsed());
     let new_addr = kafka_addr(&servers, new);
     let r = eventually("a write at the new leader", || async {
-        let r = produce(&mut Client::connect(new_addr).await, "idle", 0, encode_batch(&[TestRecord::new("k", "w", 2)]), -1).await?;
+        let r =
+            produce(&mut Client::connect(new_addr).await, "idle", 0, encode_batch(&[TestRecord::new("k", "w", 2)]), -1)
+                .await?;
         (r.error_code == 0).then_some(r.base_offset)
     })
     .await;
