@@ -550,6 +550,41 @@ fn main() -> Result<()> {
             l1.1
         );
     }
+    // An idle 3-node cluster holding 1,000 partitions (3 replicas each): requests a
+    // second between the nodes once the partitions are quiet, by kind.
+    if run("idle") {
+        let partitions = 1000;
+        let cluster = Broker::start_cluster(&bin)?;
+        let started = Instant::now();
+        create_topic(cluster[0].port, "idle", partitions)?;
+        let created = started.elapsed();
+        let sent = |kind: &str| -> f64 {
+            let needle = format!("quarry_node_requests_sent_total{{kind=\"{kind}\"}}");
+            cluster
+                .iter()
+                .flat_map(|n| n.metrics(&needle))
+                .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                .sum()
+        };
+        // Quiet two seconds after the last append; the first reports then reach everyone.
+        std::thread::sleep(Duration::from_secs(10));
+        let kinds = ["append_entries", "vote", "leaders"];
+        let before: Vec<f64> = kinds.iter().map(|k| sent(k)).collect();
+        let window = Duration::from_secs(10);
+        std::thread::sleep(window);
+        let rates: Vec<String> = kinds
+            .iter()
+            .zip(&before)
+            .map(|(k, b)| format!("{k} {:.1}/s", (sent(k) - b) / window.as_secs_f64()))
+            .collect();
+        let cpu: f64 = cluster.iter().map(|n| n.usage().0).sum();
+        println!(
+            "idle cluster, {partitions} partitions x 3 replicas on 3 nodes (created in {:.1} s): requests between nodes {} (all nodes, heartbeats of idle partitions would be {:.0}/s); cpu of the 3 nodes {cpu:.1} s in all",
+            created.as_secs_f64(),
+            rates.join(", "),
+            partitions as f64 * 2.0 / 0.5,
+        );
+    }
     if run("group") {
         let count = 600_000;
         let (rate, formed, shares) = group_run(&bin, 3, 6, count)?;

@@ -49,6 +49,9 @@ pub struct Node {
     raft_config: Arc<openraft::Config>,
     /// The leaders of partitions, as the nodes leading them last reported, and when.
     leaders: RwLock<HashMap<GroupId, (Leadership, Instant)>>,
+    /// When each other node's last leadership report came (they come every
+    /// [`LEADERSHIP_REPORT`], leading anything or not): node liveness.
+    heard: RwLock<HashMap<u64, Instant>>,
 }
 
 /// A partition's leader as it reports itself to the other nodes.
@@ -153,6 +156,7 @@ impl Node {
             producer_ids: Mutex::new(0..0),
             raft_config,
             leaders: RwLock::new(HashMap::new()),
+            heard: RwLock::new(HashMap::new()),
         });
         // From here the node answers the other nodes (votes for the controller first).
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
@@ -254,7 +258,7 @@ impl Node {
         let count = self.metadata().topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
         for index in 0..count as i32 {
             let Some(p) = self.partition(OFFSETS_TOPIC, index) else { continue };
-            load_groups_of(&self.groups, &p)?;
+            load_groups_of(&self.groups, &p, count)?;
         }
         Ok(())
     }
@@ -400,7 +404,8 @@ impl Node {
             )
             .await?;
             if p.topic == OFFSETS_TOPIC {
-                tokio::spawn(follow_coordination(self.groups.clone(), p.clone()));
+                let count = metadata.topics.get(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+                tokio::spawn(follow_coordination(self.groups.clone(), p.clone(), count));
             }
             self.partitions.write().expect("partition map lock").insert(group, p);
         }
@@ -496,6 +501,15 @@ impl Node {
                 r.iter().filter(|id| Some(**id) != leader).position(|id| *id == self.config.node_id).unwrap_or(0)
             });
             p.allow_election(!calm, UNFREEZE_STAGGER * rank as u32);
+            // A leader unknown, or on a node silent too long: stand for election now and
+            // then, at fresh random times, besides raft's own timer (whose timeout is drawn
+            // once per group and counted in ticks of its whole group, so two followers may
+            // tie round after round).
+            let live = |id: u64| {
+                id == self.config.node_id
+                    || self.heard.read().expect("heard lock").get(&id).is_some_and(|t| t.elapsed() < QUIET_LIVENESS)
+            };
+            p.nudge_election(!p.leader().is_some_and(live), rank);
         }
     }
 
@@ -705,7 +719,7 @@ async fn follow_metadata(node: std::sync::Weak<Node>, mut metadata: watch::Recei
 
 #[async_trait::async_trait]
 impl network::Handler for Node {
-    async fn handle(&self, _from: u64, group: GroupId, rpc: Rpc) -> Result<bytes::Bytes, String> {
+    async fn handle(&self, from: u64, group: GroupId, rpc: Rpc) -> Result<bytes::Bytes, String> {
         if group == CONTROLLER_GROUP {
             return match rpc {
                 Rpc::ControllerWrite(cmd) => {
@@ -715,8 +729,9 @@ impl network::Handler for Node {
                 }
                 Rpc::Leaders(report) => {
                     let report: Vec<(GroupId, Leadership)> = network::decode(&report)?;
-                    let mut leaders = self.leaders.write().expect("leaders lock");
                     let now = Instant::now();
+                    self.heard.write().expect("heard lock").insert(from, now);
+                    let mut leaders = self.leaders.write().expect("leaders lock");
                     for (group, l) in report {
                         // A report from an older epoch than one already heard is stale.
                         if leaders.get(&group).is_none_or(|(known, _)| known.epoch <= l.epoch) {
@@ -760,13 +775,21 @@ impl network::Handler for Node {
 }
 
 /// Loads the consumer groups whose records offsets partition `p` keeps.
-fn load_groups_of(groups: &crate::group::service::GroupService, p: &Partition) -> Result<(), storage::Error> {
+/// The groups of offsets partition `p` (of `count`) as stored; groups of that partition
+/// without a record (deleted while another node coordinated them) are forgotten.
+fn load_groups_of(
+    groups: &crate::group::service::GroupService,
+    p: &Partition,
+    count: usize,
+) -> Result<(), storage::Error> {
+    let mut records = Vec::new();
     for (group, bytes) in p.offsets_store.records()? {
         match bincode::deserialize(&bytes) {
-            Ok(record) => groups.load(&group, record),
+            Ok(record) => records.push((group, record)),
             Err(e) => tracing::error!(group, error = %e, "undecodable group record skipped"),
         }
     }
+    groups.reload(records, |g| offsets_partition(g, count) == p.index);
     Ok(())
 }
 
@@ -774,7 +797,7 @@ fn load_groups_of(groups: &crate::group::service::GroupService, p: &Partition) -
 /// this node becomes the leader it loads the groups' records as last written through raft
 /// (once its first entry has applied, so are all earlier ones), and members carry on in
 /// their generation here without a rebalance. Ends with the partition's raft.
-async fn follow_coordination(groups: Arc<crate::group::service::GroupService>, p: Arc<Partition>) {
+async fn follow_coordination(groups: Arc<crate::group::service::GroupService>, p: Arc<Partition>, count: usize) {
     let mut metrics = p.raft.metrics();
     let mut leading = p.is_leader();
     while metrics.changed().await.is_ok() {
@@ -786,7 +809,7 @@ async fn follow_coordination(groups: Arc<crate::group::service::GroupService>, p
             let mut offsets = p.watch();
             let caught_up = offsets.wait_for(|o| o.leader_epoch as u64 >= term);
             if matches!(tokio::time::timeout(Duration::from_secs(10), caught_up).await, Ok(Ok(_))) {
-                match load_groups_of(&groups, &p) {
+                match load_groups_of(&groups, &p, count) {
                     Ok(()) => tracing::info!(partition = p.index, term, "coordinating this offsets partition's groups"),
                     Err(e) => tracing::error!(partition = p.index, error = %e, "cannot load consumer groups"),
                 }

@@ -552,6 +552,8 @@ pub struct Partition {
     quiet: std::sync::atomic::AtomicBool,
     election_off: std::sync::atomic::AtomicBool,
     elections_allowed_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Since when this follower has seen no live leader, and when it next stands.
+    leaderless: std::sync::Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
     epochs: Arc<std::sync::RwLock<Vec<(i32, i64)>>>,
 }
@@ -631,6 +633,11 @@ const INITIALIZE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(
 
 /// Most bytes one raft entry carries when the batcher merges produce requests.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
+/// How long a follower sees no live leader before it stands for election itself, and
+/// the spread of its attempts (see [`Partition::nudge_election`]).
+const NUDGE_AFTER: Duration = Duration::from_millis(3500);
+const NUDGE_STAGGER: Duration = Duration::from_millis(500);
+const NUDGE_JITTER_MS: u64 = 1500;
 /// How long a partition leader sees nothing appended before it goes quiet.
 const QUIESCE_AFTER: Duration = Duration::from_secs(2);
 /// How long a hand-over waits for the new leader to hold every entry.
@@ -703,6 +710,7 @@ impl Partition {
             quiet: Default::default(),
             election_off: Default::default(),
             elections_allowed_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
+            leaderless: Default::default(),
             waiting_fetches: Default::default(),
             epochs,
         });
@@ -907,6 +915,33 @@ impl Partition {
             tracing::debug!(group = self.group, elect, "partition elections");
         }
         self.raft.runtime_config().elect(elect);
+    }
+
+    /// As follower, called every leadership report: once the group has had no live
+    /// leader for [`NUDGE_AFTER`] (longer than a leader lease), stands for election at
+    /// random intervals (later by `rank`), drawn afresh each time, until one is known.
+    pub fn nudge_election(&self, leaderless: bool, rank: usize) {
+        let now = std::time::Instant::now();
+        let mut state = self.leaderless.lock().unwrap_or_else(|p| p.into_inner());
+        if !leaderless {
+            *state = (None, None);
+            return;
+        }
+        let since = *state.0.get_or_insert(now);
+        if now.duration_since(since) < NUDGE_AFTER {
+            return;
+        }
+        let next = |now: std::time::Instant| {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            now + NUDGE_STAGGER * rank as u32 + Duration::from_millis(random % NUDGE_JITTER_MS)
+        };
+        let due = *state.1.get_or_insert_with(|| next(now));
+        if now >= due {
+            state.1 = Some(next(now));
+            let raft = self.raft.clone();
+            tokio::spawn(async move { raft.trigger().elect().await });
+        }
     }
 
     /// Stands for election once the current leader's lease has surely run out (it

@@ -98,6 +98,18 @@ impl GroupService {
         self.coordinator().load(now, group, record);
     }
 
+    /// Takes the groups of one offsets partition (those `ours` picks) as stored: restores
+    /// every one of `records` and forgets the others, which were deleted meanwhile.
+    pub fn reload(&self, records: Vec<(String, GroupRecord)>, ours: impl Fn(&str) -> bool) {
+        let now = self.now();
+        let mut c = self.coordinator();
+        let kept = records.iter().map(|(g, _)| g.clone()).collect();
+        c.unload_missing(ours, &kept);
+        for (group, record) in records {
+            c.load(now, &group, record);
+        }
+    }
+
     /// Hands replies to the calls waiting for them.
     fn deliver(&self, replies: Vec<Reply>) {
         if replies.is_empty() {

@@ -114,6 +114,18 @@ impl Coordinator {
         self.recorded.insert(group_id.to_string(), record);
     }
 
+    /// Forgets the groups `ours` picks that are not in `kept`, without recording their
+    /// removal: their records are gone from storage already (deleted while another node
+    /// coordinated them).
+    pub fn unload_missing(&mut self, ours: impl Fn(&str) -> bool, kept: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = self.groups.keys().filter(|g| ours(g) && !kept.contains(*g)).cloned().collect();
+        for g in gone {
+            self.groups.remove(&g);
+            self.recorded.remove(&g);
+            self.touched.remove(&g);
+        }
+    }
+
     /// Makes the group's next record count as changed (its last one was not stored).
     pub fn forget_recorded(&mut self, group_id: &str) {
         self.recorded.remove(group_id);
