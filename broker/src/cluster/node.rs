@@ -27,6 +27,8 @@ pub const CONTROLLER_GROUP: GroupId = 0;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a raft message for a partition not started here yet waits for it.
 const GROUP_WAIT: Duration = Duration::from_secs(2);
+/// How long a group request waits for its coordinator to load the groups.
+const COORDINATOR_LOAD_WAIT: Duration = Duration::from_secs(5);
 /// How long a forwarded controller write may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -570,7 +572,18 @@ impl Node {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         match self.partition(OFFSETS_TOPIC, offsets_partition(group, count)) {
-            Some(p) if p.is_leader() => Ok(p),
+            // Leading, but the groups are loaded once the new term's first entry applied
+            // (`follow_coordination`): a moment's wait, then COORDINATOR_LOAD_IN_PROGRESS.
+            Some(p) if p.is_leader() => {
+                let deadline = tokio::time::Instant::now() + COORDINATOR_LOAD_WAIT;
+                while !p.coordinating() {
+                    if tokio::time::Instant::now() > deadline || !p.is_leader() {
+                        return Err(ResponseError::CoordinatorLoadInProgress);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(p)
+            }
             Some(_) => Err(ResponseError::NotCoordinator),
             None => Err(ResponseError::CoordinatorNotAvailable),
         }
@@ -799,23 +812,33 @@ fn load_groups_of(
 /// their generation here without a rebalance. Ends with the partition's raft.
 async fn follow_coordination(groups: Arc<crate::group::service::GroupService>, p: Arc<Partition>, count: usize) {
     let mut metrics = p.raft.metrics();
-    let mut leading = p.is_leader();
-    while metrics.changed().await.is_ok() {
-        let (now_leading, term) = {
+    // The term whose groups are loaded here (none yet, even if already leading).
+    let mut loaded: Option<u64> = None;
+    loop {
+        let (leading, term) = {
             let m = metrics.borrow_and_update();
             (m.current_leader == Some(m.id), m.current_term)
         };
-        if now_leading && !leading {
+        if !leading {
+            loaded = None;
+            p.set_coordinating(None);
+        } else if loaded != Some(term) {
             let mut offsets = p.watch();
             let caught_up = offsets.wait_for(|o| o.leader_epoch as u64 >= term);
             if matches!(tokio::time::timeout(Duration::from_secs(10), caught_up).await, Ok(Ok(_))) {
                 match load_groups_of(&groups, &p, count) {
-                    Ok(()) => tracing::info!(partition = p.index, term, "coordinating this offsets partition's groups"),
+                    Ok(()) => {
+                        tracing::info!(partition = p.index, term, "coordinating this offsets partition's groups");
+                        loaded = Some(term);
+                        p.set_coordinating(Some(term));
+                    }
                     Err(e) => tracing::error!(partition = p.index, error = %e, "cannot load consumer groups"),
                 }
             }
         }
-        leading = now_leading;
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -552,6 +552,9 @@ pub struct Partition {
     quiet: std::sync::atomic::AtomicBool,
     election_off: std::sync::atomic::AtomicBool,
     elections_allowed_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Offsets partitions: 1 + the raft term whose consumer groups this node has loaded
+    /// as their coordinator (0: none).
+    coordinating: std::sync::atomic::AtomicU64,
     /// Since when this follower has seen no live leader, and when it next stands.
     leaderless: std::sync::Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
@@ -711,6 +714,7 @@ impl Partition {
             election_off: Default::default(),
             elections_allowed_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
             leaderless: Default::default(),
+            coordinating: Default::default(),
             waiting_fetches: Default::default(),
             epochs,
         });
@@ -915,6 +919,17 @@ impl Partition {
             tracing::debug!(group = self.group, elect, "partition elections");
         }
         self.raft.runtime_config().elect(elect);
+    }
+
+    /// An offsets partition: the term whose groups were loaded here (`None`: not leading).
+    pub fn set_coordinating(&self, term: Option<u64>) {
+        self.coordinating.store(term.map_or(0, |t| t + 1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An offsets partition: whether this node coordinates its groups in the current term.
+    pub fn coordinating(&self) -> bool {
+        let term = self.raft.metrics().borrow().current_term;
+        self.coordinating.load(std::sync::atomic::Ordering::SeqCst) == term + 1
     }
 
     /// As follower, called every leadership report: once the group has had no live
