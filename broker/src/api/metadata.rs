@@ -136,15 +136,17 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
             // reported.
             let reported = || topic.partitions.get(index as usize).and_then(|g| node.reported_leader(*g));
             let leadership = match node.partition(name, index) {
-                Some(hosted) => hosted
-                    .leader()
-                    .map(|leader| Leadership {
+                Some(hosted) => match hosted.leader() {
+                    // A new leader is named once its epoch is current.
+                    Some(_) if !hosted.leader_ready() => None,
+                    Some(leader) => Some(Leadership {
                         leader,
                         epoch: hosted.offsets().leader_epoch,
                         isr: hosted.in_sync(),
                         quiet: false,
-                    })
-                    .or_else(reported),
+                    }),
+                    None => reported(),
+                },
                 None => reported(),
             };
             match leadership {

@@ -1019,7 +1019,25 @@ impl Partition {
 
     /// Waits until the partition has a leader.
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
-        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "partition leader").await.is_ok()
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "partition leader").await.is_err() {
+            return false;
+        }
+        // A leader is ready once its term's first entry applied: its epoch is current.
+        let term = self.raft.metrics().borrow().current_term;
+        let mut offsets = self.watch();
+        let current =
+            tokio::time::timeout_at(deadline, offsets.wait_for(|o| !self.is_leader() || o.leader_epoch as u64 >= term))
+                .await;
+        matches!(current, Ok(Ok(_)))
+    }
+
+    /// False while this replica leads but its term's first entry has not applied yet:
+    /// its epoch is not the term's, so clients must not be told of it (they would
+    /// present an epoch older than the next answer's and be fenced).
+    pub fn leader_ready(&self) -> bool {
+        let term = self.raft.metrics().borrow().current_term;
+        !self.is_leader() || self.offsets().leader_epoch as u64 >= term
     }
 
     /// Stops the group's raft and batcher.
