@@ -72,9 +72,6 @@ const LEADERSHIP_REPORT: Duration = Duration::from_millis(500);
 /// How recent the report of a quiet group's leader must be for its followers to hold
 /// back their elections.
 const QUIET_LIVENESS: Duration = Duration::from_secs(2);
-/// When a quiet group's leader falls silent, how much later than the one before each
-/// follower (by rank) may stand for election: less than an election timeout.
-const UNFREEZE_STAGGER: Duration = Duration::from_secs(1);
 
 /// Producer ids a node reserves from the controller at a time.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -487,31 +484,25 @@ impl Node {
     fn quiesce(&self) {
         let metadata = self.metadata();
         let leaders = self.leaders.read().expect("leaders lock");
+        let heard = self.heard.read().expect("heard lock");
+        let live = |id: u64| heard.get(&id).is_some_and(|t| t.elapsed() < QUIET_LIVENESS);
         for p in self.partitions() {
             if p.is_leader() {
                 p.settle();
                 continue;
             }
             let reported = leaders.get(&p.group);
-            let calm = reported.is_some_and(|(l, heard)| {
-                l.quiet && l.leader != self.config.node_id && heard.elapsed() < QUIET_LIVENESS
-            });
+            let calm = reported
+                .is_some_and(|(l, at)| l.quiet && l.leader != self.config.node_id && at.elapsed() < QUIET_LIVENESS);
             // Rank among the replicas other than the last leader: the first stands first.
             let leader = reported.map(|(l, _)| l.leader).or(p.leader());
             let replicas = metadata.topics.get(&p.topic).and_then(|t| t.replicas.get(p.index as usize));
             let rank = replicas.map_or(0, |r| {
                 r.iter().filter(|id| Some(**id) != leader).position(|id| *id == self.config.node_id).unwrap_or(0)
             });
-            p.allow_election(!calm, UNFREEZE_STAGGER * rank as u32);
-            // A leader unknown, or on a node silent too long: stand for election now and
-            // then, at fresh random times, besides raft's own timer (whose timeout is drawn
-            // once per group and counted in ticks of its whole group, so two followers may
-            // tie round after round).
-            let live = |id: u64| {
-                id == self.config.node_id
-                    || self.heard.read().expect("heard lock").get(&id).is_some_and(|t| t.elapsed() < QUIET_LIVENESS)
-            };
-            p.nudge_election(!p.leader().is_some_and(live), rank);
+            // A leader unknown, or on a node silent too long (see `Partition::follow`).
+            let leaderless = !p.leader().is_some_and(|id| id == self.config.node_id || live(id));
+            p.follow(calm, leaderless, rank);
         }
     }
 

@@ -533,6 +533,36 @@ pub struct ProduceJob {
     pub done: oneshot::Sender<Result<Appended, ResponseError>>,
 }
 
+/// A replica's quiescence and election state, updated with every leadership report.
+struct Liveness {
+    /// As leader: the last log index seen and since when; whether heartbeats are off.
+    last_index: Option<u64>,
+    last_append: std::time::Instant,
+    quiet: bool,
+    /// As follower: whether raft may elect on its own timer, and since when the group
+    /// has not been calm (`None`: calm, elections held back).
+    elect: bool,
+    not_calm_since: Option<std::time::Instant>,
+    /// As follower: since when no live leader was seen, and when to stand next.
+    leaderless_since: Option<std::time::Instant>,
+    next_nudge: Option<std::time::Instant>,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        let now = std::time::Instant::now();
+        Liveness {
+            last_index: None,
+            last_append: now,
+            quiet: false,
+            elect: true,
+            not_calm_since: Some(now),
+            leaderless_since: None,
+            next_nudge: None,
+        }
+    }
+}
+
 /// A partition hosted on this node.
 pub struct Partition {
     pub group: GroupId,
@@ -546,17 +576,11 @@ pub struct Partition {
     produce: mpsc::Sender<ProduceJob>,
     /// While true the batcher submits nothing (a leadership hand-over is under way).
     paused: watch::Sender<bool>,
-    /// Quiescence (see `Node::quiesce`): as leader, the last log index seen and since
-    /// when, and whether heartbeats are off; as follower, whether elections are off.
-    activity: std::sync::Mutex<(Option<u64>, std::time::Instant)>,
-    quiet: std::sync::atomic::AtomicBool,
-    election_off: std::sync::atomic::AtomicBool,
-    elections_allowed_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Quiescence and elections (see `Node::quiesce`).
+    liveness: std::sync::Mutex<Liveness>,
     /// Offsets partitions: 1 + the raft term whose consumer groups this node has loaded
     /// as their coordinator (0: none).
     coordinating: std::sync::atomic::AtomicU64,
-    /// Since when this follower has seen no live leader, and when it next stands.
-    leaderless: std::sync::Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
     epochs: Arc<std::sync::RwLock<Vec<(i32, i64)>>>,
 }
@@ -637,10 +661,13 @@ const INITIALIZE_FALLBACK: std::time::Duration = std::time::Duration::from_secs(
 /// Most bytes one raft entry carries when the batcher merges produce requests.
 const MAX_ENTRY_BYTES: usize = 4 << 20;
 /// How long a follower sees no live leader before it stands for election itself, and
-/// the spread of its attempts (see [`Partition::nudge_election`]).
+/// the spread of its attempts (see [`Partition::follow`]).
 const NUDGE_AFTER: Duration = Duration::from_millis(3500);
 const NUDGE_STAGGER: Duration = Duration::from_millis(500);
 const NUDGE_JITTER_MS: u64 = 1500;
+/// When a quiet group's leader falls silent, how much later than the one before each
+/// follower (by rank) may stand for election: less than an election timeout.
+const UNFREEZE_STAGGER: Duration = Duration::from_secs(1);
 /// How long a partition leader sees nothing appended before it goes quiet.
 const QUIESCE_AFTER: Duration = Duration::from_secs(2);
 /// How long a hand-over waits for the new leader to hold every entry.
@@ -709,11 +736,7 @@ impl Partition {
             offsets,
             produce: tx,
             paused,
-            activity: std::sync::Mutex::new((None, std::time::Instant::now())),
-            quiet: Default::default(),
-            election_off: Default::default(),
-            elections_allowed_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
-            leaderless: Default::default(),
+            liveness: std::sync::Mutex::new(Liveness::new()),
             coordinating: Default::default(),
             waiting_fetches: Default::default(),
             epochs,
@@ -880,45 +903,66 @@ impl Partition {
             let m = m.borrow();
             (m.last_log_index, m.membership_config.membership().voter_ids().count())
         };
-        let idle = {
-            let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-            if activity.0 != last {
-                *activity = (last, std::time::Instant::now());
-            }
-            activity.1.elapsed() >= QUIESCE_AFTER
-        };
-        let quiet = idle && self.in_sync().len() == voters;
-        self.quiet.store(quiet, std::sync::atomic::Ordering::Relaxed);
-        self.raft.runtime_config().heartbeat(!quiet);
+        let in_sync = self.in_sync().len();
+        let mut l = self.liveness();
+        if l.last_index != last {
+            (l.last_index, l.last_append) = (last, std::time::Instant::now());
+        }
+        l.quiet = l.last_append.elapsed() >= QUIESCE_AFTER && in_sync == voters;
+        self.raft.runtime_config().heartbeat(!l.quiet);
     }
 
     /// Whether this leader is quiet (reported so to the other nodes).
     pub fn is_quiet(&self) -> bool {
-        self.quiet.load(std::sync::atomic::Ordering::Relaxed)
+        self.liveness().quiet
     }
 
-    /// As follower: whether this replica may stand for election when its leader's
-    /// heartbeats stop (not while its leader reports the group quiet). When a quiet
-    /// group's reports stop, every follower's lease ran out long ago, so all would stand
-    /// at once and split the vote: each waits `delay` (by its rank) from then first.
-    pub fn allow_election(&self, allowed: bool, delay: Duration) {
-        self.quiet.store(false, std::sync::atomic::Ordering::Relaxed);
-        let mut since = self.elections_allowed_since.lock().unwrap_or_else(|p| p.into_inner());
-        let elect = match (allowed, *since) {
-            (false, _) => {
-                *since = None;
-                false
-            }
-            (true, Some(at)) => at.elapsed() >= delay,
-            (true, None) => {
-                *since = Some(std::time::Instant::now());
-                delay.is_zero()
-            }
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// As follower, with every leadership report. `calm`: the leader reports the group
+    /// quiet, so elections are held back. When a quiet group's reports stop, every
+    /// follower's lease ran out long ago and all would stand at once and split the vote:
+    /// each waits `UNFREEZE_STAGGER` times its `rank` first. `leaderless`: no live leader
+    /// is known; after [`NUDGE_AFTER`] (longer than a leader lease) this replica stands
+    /// itself at random intervals (later by `rank`), drawn afresh each time, besides
+    /// raft's own timer (whose timeout is drawn once per group and counted in ticks, so
+    /// two followers may tie round after round).
+    pub fn follow(&self, calm: bool, leaderless: bool, rank: usize) {
+        let now = std::time::Instant::now();
+        let mut l = self.liveness();
+        l.quiet = false;
+        let elect = if calm {
+            l.not_calm_since = None;
+            false
+        } else {
+            now.duration_since(*l.not_calm_since.get_or_insert(now)) >= UNFREEZE_STAGGER * rank as u32
         };
-        if self.election_off.swap(!elect, std::sync::atomic::Ordering::Relaxed) == elect {
+        if l.elect != elect {
+            l.elect = elect;
             tracing::debug!(group = self.group, elect, "partition elections");
         }
         self.raft.runtime_config().elect(elect);
+
+        if !leaderless {
+            (l.leaderless_since, l.next_nudge) = (None, None);
+            return;
+        }
+        if now.duration_since(*l.leaderless_since.get_or_insert(now)) < NUDGE_AFTER {
+            return;
+        }
+        let next = |now: std::time::Instant| {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            now + NUDGE_STAGGER * rank as u32 + Duration::from_millis(random % NUDGE_JITTER_MS)
+        };
+        let due = *l.next_nudge.get_or_insert_with(|| next(now));
+        if now >= due {
+            l.next_nudge = Some(next(now));
+            let raft = self.raft.clone();
+            tokio::spawn(async move { raft.trigger().elect().await });
+        }
     }
 
     /// An offsets partition: the term whose groups were loaded here (`None`: not leading).
@@ -930,33 +974,6 @@ impl Partition {
     pub fn coordinating(&self) -> bool {
         let term = self.raft.metrics().borrow().current_term;
         self.coordinating.load(std::sync::atomic::Ordering::SeqCst) == term + 1
-    }
-
-    /// As follower, called every leadership report: once the group has had no live
-    /// leader for [`NUDGE_AFTER`] (longer than a leader lease), stands for election at
-    /// random intervals (later by `rank`), drawn afresh each time, until one is known.
-    pub fn nudge_election(&self, leaderless: bool, rank: usize) {
-        let now = std::time::Instant::now();
-        let mut state = self.leaderless.lock().unwrap_or_else(|p| p.into_inner());
-        if !leaderless {
-            *state = (None, None);
-            return;
-        }
-        let since = *state.0.get_or_insert(now);
-        if now.duration_since(since) < NUDGE_AFTER {
-            return;
-        }
-        let next = |now: std::time::Instant| {
-            use std::hash::{BuildHasher, Hasher};
-            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-            now + NUDGE_STAGGER * rank as u32 + Duration::from_millis(random % NUDGE_JITTER_MS)
-        };
-        let due = *state.1.get_or_insert_with(|| next(now));
-        if now >= due {
-            state.1 = Some(next(now));
-            let raft = self.raft.clone();
-            tokio::spawn(async move { raft.trigger().elect().await });
-        }
     }
 
     /// Stands for election once the current leader's lease has surely run out (it
