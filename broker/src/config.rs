@@ -31,6 +31,10 @@ pub struct Config {
     /// The voters of the cluster with their raft addresses, this node included:
     /// `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`. Empty: a single node.
     pub peers: String,
+    /// The raft address (`HOST:PORT`) of any node of a running cluster for this node to
+    /// join, when its data directory is new; kept in the config afterwards, it marks the
+    /// node as one of a cluster. Other nodes reach this one at `raft_listen`.
+    pub join: Option<String>,
     #[serde(alias = "auto.create.topics.enable")]
     pub auto_create_topics_enable: bool,
     #[serde(alias = "num.partitions")]
@@ -99,6 +103,7 @@ impl Default for Config {
             sql_listen: "127.0.0.1:5433".into(),
             raft_listen: "127.0.0.1:9093".into(),
             peers: String::new(),
+            join: None,
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: 104_857_600,
@@ -166,6 +171,12 @@ impl Config {
         if !peers.is_empty() && !peers.contains_key(&self.node_id) {
             return Err(invalid("peers", &self.peers, &format!("does not name this node ({})", self.node_id)));
         }
+        if let Some(join) = &self.join {
+            check_host_port(join).map_err(|r| invalid("join", join, &r))?;
+            if self.raft_listen.ends_with(":0") {
+                return Err(invalid("raft_listen", &self.raft_listen, "a joining node needs a fixed port"));
+            }
+        }
         if let Some(adv) = &self.advertised_kafka {
             check_host_port(adv).map_err(|r| invalid("advertised_kafka", adv, &r))?;
         }
@@ -212,6 +223,11 @@ impl Config {
     /// The cluster's voters (node id → raft address); empty for a single node.
     pub fn peer_map(&self) -> BTreeMap<u64, String> {
         parse_peers(&self.peers).unwrap_or_default()
+    }
+
+    /// Whether this node is one of a cluster (talks raft to other nodes).
+    pub fn clustered(&self) -> bool {
+        self.peer_map().len() > 1 || self.join.is_some()
     }
 
     /// The Kafka address advertised to clients.

@@ -1,5 +1,7 @@
-//! The HTTP listener: `/metrics` in Prometheus text format, `/health`, and `POST /sql`
-//! (`sql.rs`); with `fault_injection` set, `POST /faults/isolate` and `/faults/heal`.
+//! The HTTP listener: `/metrics` in Prometheus text format, `/health`, `POST /sql`
+//! (`sql.rs`), the cluster's state (`GET /cluster`) and administration
+//! (`POST /cluster/nodes/{id}/decommission`); with `fault_injection` set,
+//! `POST /faults/isolate` and `/faults/heal`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -30,7 +32,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>, engine: Arc<query::Engine>, shutdown: CancellationToken) {
-    let mut routes = Router::new().route("/metrics", get(metrics)).route("/health", get(health));
+    let mut routes = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/cluster", get(cluster))
+        .route("/cluster/nodes/{id}/decommission", post(decommission));
     if node.config.fault_injection {
         routes = routes.route("/faults/isolate", post(isolate)).route("/faults/heal", post(heal));
     }
@@ -64,6 +70,64 @@ async fn heal(State(node): State<Arc<Node>>) -> impl IntoResponse {
     tracing::warn!("fault injection: isolation ended");
     node.peers.set_isolated(false);
     "healed\n"
+}
+
+/// The cluster as this node knows it: nodes, their state and load, the controller's
+/// members, and the partitions whose replicas are moving.
+async fn cluster(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let metadata = node.metadata();
+    let (voters, learners) = node.controller_members();
+    let nodes: Vec<serde_json::Value> = metadata
+        .brokers
+        .iter()
+        .map(|(id, b)| {
+            let state = if metadata.draining.contains(id) { "decommissioning" } else { "active" };
+            serde_json::json!({
+                "id": id,
+                "kafka": b.kafka,
+                "raft": b.raft,
+                "state": state,
+                "partitions": metadata.partitions_on(*id),
+            })
+        })
+        .collect();
+    let moving: Vec<serde_json::Value> = metadata
+        .topics
+        .iter()
+        .flat_map(|(name, t)| {
+            t.moving.iter().map(move |(index, to)| {
+                serde_json::json!({"topic": name, "partition": index, "from": t.replicas[*index as usize], "to": to})
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "cluster_id": metadata.cluster_id,
+        "controller": node.controller_leader(),
+        "voters": voters,
+        "learners": learners,
+        "nodes": nodes,
+        "decommissioned": metadata.retired,
+        "moving": moving,
+    }))
+}
+
+/// Starts decommissioning a node: its replicas move to the others, then it leaves the
+/// cluster (`GET /cluster` shows when; the node can be stopped after that).
+async fn decommission(
+    State(node): State<Arc<Node>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> impl IntoResponse {
+    match node.decommission(id).await {
+        Ok(()) => (StatusCode::ACCEPTED, format!("decommissioning node {id}\n")),
+        Err((code, message)) => {
+            let status = match code {
+                crate::error::ResponseError::BrokerIdNotRegistered => StatusCode::NOT_FOUND,
+                crate::error::ResponseError::InvalidReplicationFactor => StatusCode::CONFLICT,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, format!("cannot decommission node {id}: {message}\n"))
+        }
+    }
 }
 
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -66,8 +66,9 @@ impl Server {
         }
         let shutdown = CancellationToken::new();
         let peer_map = config.peer_map();
-        let peers = cluster::network::Peers::new(config.node_id, "quarry", &peer_map);
-        let raft_addr = if peer_map.len() > 1 {
+        let own = config.join.as_ref().map(|_| config.raft_listen.clone());
+        let peers = cluster::network::Peers::new(config.node_id, "quarry", &peer_map, own);
+        let raft_addr = if config.clustered() {
             let listener = TcpListener::bind(&config.raft_listen)
                 .await
                 .with_context(|| format!("cannot listen for other nodes on {}", config.raft_listen))?;

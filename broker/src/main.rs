@@ -50,6 +50,10 @@ struct ServeArgs {
     /// [default: none, a single node]
     #[arg(long, env = "QUARRY_PEERS")]
     peers: Option<String>,
+    /// Join the running cluster that has a node at this raft address (HOST:PORT); this
+    /// node is reached at --raft-listen
+    #[arg(long, env = "QUARRY_JOIN")]
+    join: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +100,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.peers {
                 config.peers = v;
+            }
+            if let Some(v) = args.join {
+                config.join = Some(v);
             }
             let config = config.validate()?;
             let runtime =

@@ -540,18 +540,24 @@ pub mod requests {
     }
 
     async fn sql_http_body(addr: std::net::SocketAddr, body: String) -> (u16, serde_json::Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect http");
-        let request = format!(
-            "POST /sql HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(request.as_bytes()).await.expect("send");
-        let mut response = String::new();
-        s.read_to_string(&mut response).await.expect("read");
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        let (status, body) = super::http(addr, "POST", "/sql", &body).await.expect("http request");
+        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
         (status, value)
     }
+}
+
+/// One HTTP/1.0 request (a JSON body, or none if empty): the status and the body, or
+/// `None` if the node cannot be reached.
+pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Some((status, response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
 }

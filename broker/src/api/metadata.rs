@@ -60,26 +60,19 @@ pub async fn handle(call: &Call, req: MetadataRequest) -> MetadataResponse {
             p.leader_epoch = -1;
         }
     }
-    let metadata = node.metadata();
-    let mut ids: Vec<u64> = metadata.brokers.keys().copied().collect();
-    if !ids.contains(&node.config.node_id) {
-        ids.push(node.config.node_id);
-    }
-    let brokers = ids
+    let brokers = node
+        .brokers()
         .into_iter()
-        .filter_map(|id| {
-            let (host, port) = node.broker_address(id)?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(id as i32))
-                    .with_host(StrBytes::from_string(host))
-                    .with_port(port),
-            )
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id as i32))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
         })
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
+        .with_cluster_id(Some(StrBytes::from_string(node.metadata().cluster_id.clone())))
         .with_controller_id(BrokerId(node.controller_leader().map_or(-1, |id| id as i32)))
         .with_topics(topics)
         .with_cluster_authorized_operations(operations::answer(
@@ -125,11 +118,8 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
     };
     let partitions = (0..topic.partitions.len() as i32)
         .map(|index| {
-            let replicas: Vec<BrokerId> = topic
-                .replicas
-                .get(index as usize)
-                .map(|r| r.iter().map(|id| BrokerId(*id as i32)).collect())
-                .unwrap_or_default();
+            // While replicas move, both the old and the new ones (as Kafka).
+            let replicas: Vec<BrokerId> = topic.holders(index as usize).iter().map(|id| BrokerId(*id as i32)).collect();
             let p = MetadataResponsePartition::default().with_partition_index(index).with_replica_nodes(replicas);
             // A hosted partition as this replica knows it; another (or one whose quiet
             // leader this replica has not heard from since it started) as its leader

@@ -19,6 +19,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod reassignments;
 
 use std::sync::Arc;
 
@@ -58,6 +59,8 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::DeleteRecords,
     ApiKey::OffsetForLeaderEpoch,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
 ];
 
 /// The version range advertised for an API, if it is implemented.
@@ -117,6 +120,12 @@ pub async fn handle(call: Call, body: RequestKind) -> Option<ResponseKind> {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(call, req))
         }
         RequestKind::DeleteRecords(req) => ResponseKind::DeleteRecords(delete_records::handle(call, req).await),
+        RequestKind::AlterPartitionReassignments(req) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(call, req).await)
+        }
+        RequestKind::ListPartitionReassignments(req) => {
+            ResponseKind::ListPartitionReassignments(reassignments::list(call, req))
+        }
         RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(init_producer_id::handle(call, req).await),
         other => {
             // Not reachable: Produce goes through `produce::submit`, and the connection

@@ -35,7 +35,7 @@ impl StoreBuilder<PartitionTypes, RaftLogStore<PartitionTypes>, StateMachine<Par
         &self,
     ) -> Result<(TempDir, RaftLogStore<PartitionTypes>, StateMachine<PartitionMachine>), StorageError<u64>> {
         let (dir, db) = fresh_db();
-        let network = GroupNetwork { peers: Peers::new(1, "conformance", &BTreeMap::new()), group: 7 };
+        let network = GroupNetwork { peers: Peers::new(1, "conformance", &BTreeMap::new(), None), group: 7 };
         let (log, sm, _) = open_stores(&db, 7, &network).map_err(storage_error)?;
         Ok((dir, log, sm))
     }

@@ -1,6 +1,6 @@
 //! The controller group's state: topics, their partitions' raft groups, and topic configs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::LogId;
@@ -24,6 +24,24 @@ pub struct TopicMeta {
     pub replicas: Vec<Vec<u64>>,
     /// Topic configs set explicitly; everything else is the broker default.
     pub configs: BTreeMap<String, String>,
+    /// Partitions whose replicas are moving, by partition index: the replica set they
+    /// move to. The nodes of both sets hold the partition until the move is done.
+    pub moving: BTreeMap<u32, Vec<u64>>,
+    /// Partitions whose replicas moved at least once: a replica starting one of them
+    /// waits to be added by its leader rather than starting the group itself.
+    pub moved: BTreeSet<u32>,
+}
+
+impl TopicMeta {
+    /// The nodes holding partition `index` now: its replicas and, while it moves, the
+    /// ones it moves to.
+    pub fn holders(&self, index: usize) -> Vec<u64> {
+        let mut nodes = self.replicas.get(index).cloned().unwrap_or_default();
+        if let Some(target) = self.moving.get(&(index as u32)) {
+            nodes.extend(target.iter().filter(|n| !nodes.contains(n)).copied().collect::<Vec<_>>());
+        }
+        nodes
+    }
 }
 
 /// Cluster metadata: the controller's whole state.
@@ -40,6 +58,11 @@ pub struct Metadata {
     pub sources: BTreeMap<String, String>,
     /// The nodes of the cluster as they registered.
     pub brokers: BTreeMap<u64, BrokerMeta>,
+    /// Nodes being decommissioned: their replicas move to other nodes, and new ones are
+    /// not placed on them.
+    pub draining: BTreeSet<u64>,
+    /// Nodes decommissioned: their ids are never used again.
+    pub retired: BTreeSet<u64>,
 }
 
 /// A node as the cluster knows it.
@@ -54,6 +77,11 @@ pub struct BrokerMeta {
 impl Metadata {
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<(&String, &TopicMeta)> {
         self.topics.iter().find(|(_, t)| &t.id == id)
+    }
+
+    /// Partitions that have or will have a replica on `node`.
+    pub fn partitions_on(&self, node: u64) -> usize {
+        self.topics.values().map(|t| (0..t.partitions.len()).filter(|i| t.holders(*i).contains(&node)).count()).sum()
     }
 }
 
@@ -100,6 +128,29 @@ pub enum ControllerCmd {
         id: u64,
         broker: BrokerMeta,
     },
+    /// Starts moving partition `index` of `topic` to `replicas` (the preferred leader
+    /// first); its leader adds the new replicas, then removes the old ones. Refused while
+    /// the partition is moving already (its group may have changed half way: only its
+    /// leader finishes the move); the current set itself changes nothing.
+    MoveReplicas {
+        topic: String,
+        index: u32,
+        replicas: Vec<u64>,
+    },
+    /// The leader of a moving partition has changed its raft group to `replicas`.
+    MovedReplicas {
+        topic: String,
+        index: u32,
+        replicas: Vec<u64>,
+    },
+    /// Starts decommissioning node `id`: its replicas move to other nodes.
+    Decommission {
+        id: u64,
+    },
+    /// A decommissioned node holds nothing any more: it leaves the cluster for good.
+    RemoveBroker {
+        id: u64,
+    },
 }
 
 /// Why the controller refused a command (checked again at apply, deterministically).
@@ -110,6 +161,11 @@ pub enum ControllerRefusal {
     InvalidPartitions,
     SourceExists,
     UnknownSource,
+    UnknownBroker,
+    MoveInProgress,
+    /// The id belonged to a decommissioned node.
+    RetiredBroker,
+    InvalidReplicas,
 }
 
 impl storage::HasBlobs for ControllerCmd {}
@@ -161,7 +217,15 @@ impl Machine for Controller {
                 }
                 let groups = (0..replicas.len() as u64).map(|i| m.next_group + i).collect();
                 m.next_group += replicas.len() as u64;
-                m.topics.insert(name, TopicMeta { id, partitions: groups, replicas, configs });
+                let topic = TopicMeta {
+                    id,
+                    partitions: groups,
+                    replicas,
+                    configs,
+                    moving: BTreeMap::new(),
+                    moved: BTreeSet::new(),
+                };
+                m.topics.insert(name, topic);
                 Ok(ControllerReply::Done)
             }
             ControllerCmd::DeleteTopic { name } => {
@@ -197,7 +261,54 @@ impl Machine for Controller {
                 m.sources.remove(&name).map(|_| ControllerReply::Done).ok_or(ControllerRefusal::UnknownSource)
             }
             ControllerCmd::RegisterBroker { id, broker } => {
+                if m.retired.contains(&id) {
+                    return Err(ControllerRefusal::RetiredBroker);
+                }
                 m.brokers.insert(id, broker);
+                Ok(ControllerReply::Done)
+            }
+            ControllerCmd::MoveReplicas { topic, index, replicas } => {
+                let t = m.topics.get_mut(&topic).ok_or(ControllerRefusal::UnknownTopic)?;
+                let current = t.replicas.get(index as usize).ok_or(ControllerRefusal::InvalidPartitions)?;
+                let distinct: BTreeSet<u64> = replicas.iter().copied().collect();
+                if replicas.is_empty()
+                    || distinct.len() != replicas.len()
+                    || replicas.iter().any(|n| !m.brokers.contains_key(n) || m.retired.contains(n))
+                {
+                    return Err(ControllerRefusal::InvalidReplicas);
+                }
+                if t.moving.contains_key(&index) {
+                    return Err(ControllerRefusal::MoveInProgress);
+                }
+                if *current != replicas {
+                    t.moving.insert(index, replicas);
+                }
+                Ok(ControllerReply::Done)
+            }
+            ControllerCmd::MovedReplicas { topic, index, replicas } => {
+                let t = m.topics.get_mut(&topic).ok_or(ControllerRefusal::UnknownTopic)?;
+                if t.moving.get(&index) != Some(&replicas) {
+                    return Err(ControllerRefusal::InvalidReplicas);
+                }
+                t.moving.remove(&index);
+                t.replicas[index as usize] = replicas;
+                t.moved.insert(index);
+                Ok(ControllerReply::Done)
+            }
+            ControllerCmd::Decommission { id } => {
+                if !m.brokers.contains_key(&id) {
+                    return Err(ControllerRefusal::UnknownBroker);
+                }
+                m.draining.insert(id);
+                Ok(ControllerReply::Done)
+            }
+            ControllerCmd::RemoveBroker { id } => {
+                if !m.draining.contains(&id) || m.partitions_on(id) > 0 {
+                    return Err(ControllerRefusal::InvalidReplicas);
+                }
+                m.draining.remove(&id);
+                m.brokers.remove(&id);
+                m.retired.insert(id);
                 Ok(ControllerReply::Done)
             }
             ControllerCmd::AllocateProducerIds { count } => {

@@ -8,7 +8,11 @@
 //! ```
 //!
 //! Of each pair, the node with the lower id dials and redials; the other accepts. Both
-//! send requests over the one connection, told apart by id. A frame is a u32 length and
+//! send requests over the one connection, told apart by id. The peers are those
+//! configured and those registered in cluster metadata ([`Peers::add`] as they join,
+//! [`Peers::remove`] once decommissioned). A node joining knows none of them: it dials
+//! a node it was told of with a `joining` hello, asks to join over that one connection
+//! ([`Peers::call`]), and learns the others from the answer. A frame is a u32 length and
 //! a bincode [`Message`]; payloads are bincode of openraft's own request and response
 //! types, decoded by the group that receives them. Payloads are `Bytes`, which bincode
 //! copies whole (a `Vec<u8>` would go byte by byte, through serde's sequence path:
@@ -62,6 +66,9 @@ pub enum Rpc {
     /// The group's leader stopped sending heartbeats to hand leadership over: the
     /// receiver stands for election once the leader's lease has run out.
     TakeLeadership,
+    /// A new node asks to join the cluster (bincode of its id and `BrokerMeta`); the
+    /// answer is every node's raft address once it is registered.
+    Join(Bytes),
 }
 
 impl Rpc {
@@ -74,6 +81,7 @@ impl Rpc {
             Rpc::ReadBatches { .. } => "read_batches",
             Rpc::Leaders(_) => "leaders",
             Rpc::TakeLeadership => "take_leadership",
+            Rpc::Join(_) => "join",
         }
     }
 }
@@ -85,6 +93,9 @@ enum Message {
     Hello {
         cluster: String,
         node: u64,
+        /// The sender is not a peer yet and only asks to join: the connection answers its
+        /// requests and is not the link to it.
+        joining: bool,
     },
     Request {
         id: u64,
@@ -109,8 +120,10 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Peers {
     pub node_id: u64,
     cluster: String,
-    links: BTreeMap<u64, Arc<Link>>,
+    links: std::sync::RwLock<BTreeMap<u64, Arc<Link>>>,
     own_address: Option<String>,
+    /// Set by [`Peers::start`]: links added later dial with it.
+    running: OnceLock<CancellationToken>,
     handler: OnceLock<Weak<dyn Handler>>,
     /// Test hook: while set, nothing is sent or answered (as if the network were cut).
     isolated: AtomicBool,
@@ -128,31 +141,69 @@ pub struct Link {
     next_id: AtomicU64,
     /// Bumped for every new connection, so an old connection's end does not clear a new one.
     generation: AtomicU64,
+    /// Cancelled when the peer is removed: its connection closes and is not redialed.
+    removed: CancellationToken,
+}
+
+impl Link {
+    fn new(peer: u64, addr: &str) -> Link {
+        Link {
+            peer,
+            addr: addr.to_string(),
+            out: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+            removed: CancellationToken::new(),
+        }
+    }
+
+    /// Sends `rpc` for `group` over this link and waits (at most `timeout`) for the answer.
+    async fn request(&self, group: GroupId, rpc: Rpc, timeout: Duration) -> Result<Bytes, Failure> {
+        let peer = self.peer;
+        let kind = rpc.name();
+        metrics::counter!("quarry_node_requests_sent_total", "kind" => kind).increment(1);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("link lock").insert(id, tx);
+        let sent = match self.out.lock().expect("link lock").as_ref() {
+            Some(out) => out.send(Message::Request { id, group, rpc }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.pending.lock().expect("link lock").remove(&id);
+            return Err(Failure::Unreachable(format!("no connection to node {peer}")));
+        }
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(timeout, rx).await;
+        metrics::histogram!("quarry_node_request_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(Ok(Ok(body))) => Ok(body),
+            Ok(Ok(Err(e))) => Err(Failure::Remote(e)),
+            Ok(Err(_)) => Err(Failure::Network(format!("connection to node {peer} closed"))),
+            Err(_) => {
+                self.pending.lock().expect("link lock").remove(&id);
+                Err(Failure::Network(format!("node {peer} did not answer within {timeout:?}")))
+            }
+        }
+    }
 }
 
 impl Peers {
-    /// Links to every node of `peers` (node id → raft address) but this one.
-    pub fn new(node_id: u64, cluster: &str, peers: &BTreeMap<u64, String>) -> Arc<Peers> {
+    /// Links to every node of `peers` (node id → raft address) but this one, which other
+    /// nodes reach at `own_address`.
+    pub fn new(node_id: u64, cluster: &str, peers: &BTreeMap<u64, String>, own_address: Option<String>) -> Arc<Peers> {
         let links = peers
             .iter()
             .filter(|(id, _)| **id != node_id)
-            .map(|(id, addr)| {
-                let link = Link {
-                    peer: *id,
-                    addr: addr.clone(),
-                    out: Mutex::new(None),
-                    pending: Mutex::new(HashMap::new()),
-                    next_id: AtomicU64::new(1),
-                    generation: AtomicU64::new(0),
-                };
-                (*id, Arc::new(link))
-            })
+            .map(|(id, addr)| (*id, Arc::new(Link::new(*id, addr))))
             .collect();
         Arc::new(Peers {
             node_id,
             cluster: cluster.to_string(),
-            links,
-            own_address: peers.get(&node_id).cloned(),
+            links: std::sync::RwLock::new(links),
+            own_address: peers.get(&node_id).cloned().or(own_address),
+            running: OnceLock::new(),
             handler: OnceLock::new(),
             isolated: AtomicBool::new(false),
             partition_messages: AtomicU64::new(0),
@@ -180,62 +231,97 @@ impl Peers {
 
     /// The ids of the other nodes.
     pub fn ids(&self) -> Vec<u64> {
-        self.links.keys().copied().collect()
+        self.links.read().expect("links lock").keys().copied().collect()
     }
 
-    /// The raft address of `node` (this one's own included), as configured.
+    /// The raft address of `node` (this one's own included).
     pub fn address(&self, node: u64) -> Option<String> {
         if node == self.node_id {
             return self.own_address.clone();
         }
-        self.links.get(&node).map(|l| l.addr.clone())
+        self.link(node).map(|l| l.addr.clone())
     }
 
     pub fn link(&self, peer: u64) -> Option<Arc<Link>> {
-        self.links.get(&peer).cloned()
+        self.links.read().expect("links lock").get(&peer).cloned()
+    }
+
+    /// Links to `peer` at `addr` from now on (a node that joined, or one registered
+    /// before this one started); dials it if its id is the higher. A known peer keeps
+    /// its link.
+    pub fn add(self: &Arc<Self>, peer: u64, addr: &str) {
+        if peer == self.node_id {
+            return;
+        }
+        let link = {
+            let mut links = self.links.write().expect("links lock");
+            if links.contains_key(&peer) {
+                return;
+            }
+            let link = Arc::new(Link::new(peer, addr));
+            links.insert(peer, link.clone());
+            link
+        };
+        tracing::info!(peer, addr, "raft peer added");
+        if let Some(shutdown) = self.running.get() {
+            if peer > self.node_id {
+                tokio::spawn(dial(self.clone(), link, shutdown.clone()));
+            }
+        }
+    }
+
+    /// Forgets `peer` (decommissioned): its connection closes and is not made again.
+    pub fn remove(&self, peer: u64) {
+        if let Some(link) = self.links.write().expect("links lock").remove(&peer) {
+            link.removed.cancel();
+            tracing::info!(peer, "raft peer removed");
+        }
     }
 
     /// Sends `rpc` for `group` to `peer` and waits (at most `timeout`) for the answer.
     pub async fn request(&self, peer: u64, group: GroupId, rpc: Rpc, timeout: Duration) -> Result<Bytes, Failure> {
-        let link = self.links.get(&peer).ok_or_else(|| Failure::Unreachable(format!("node {peer} is not a peer")))?;
+        let link = self.link(peer).ok_or_else(|| Failure::Unreachable(format!("node {peer} is not a peer")))?;
         if self.isolated() {
             return Err(Failure::Unreachable(format!("node {} is isolated", self.node_id)));
         }
-        let kind = rpc.name();
-        metrics::counter!("quarry_node_requests_sent_total", "kind" => kind).increment(1);
         if group != 0 && matches!(rpc, Rpc::AppendEntries(_) | Rpc::Vote(_)) {
             self.partition_messages.fetch_add(1, Ordering::Relaxed);
         }
-        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        link.pending.lock().expect("link lock").insert(id, tx);
-        let sent = match link.out.lock().expect("link lock").as_ref() {
-            Some(out) => out.send(Message::Request { id, group, rpc }).is_ok(),
-            None => false,
-        };
-        if !sent {
-            link.pending.lock().expect("link lock").remove(&id);
-            return Err(Failure::Unreachable(format!("no connection to node {peer}")));
-        }
-        let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(timeout, rx).await;
-        metrics::histogram!("quarry_node_request_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
-        match answer {
-            Ok(Ok(Ok(body))) => Ok(body),
-            Ok(Ok(Err(e))) => Err(Failure::Remote(e)),
-            Ok(Err(_)) => Err(Failure::Network(format!("connection to node {peer} closed"))),
-            Err(_) => {
-                link.pending.lock().expect("link lock").remove(&id);
-                Err(Failure::Network(format!("node {peer} did not answer within {timeout:?}")))
-            }
+        link.request(group, rpc, timeout).await
+    }
+
+    /// Sends one request to the node at `addr`, which need not be a peer, over a
+    /// connection of its own (a node joining asks this way): the answer, or why none.
+    pub async fn call(
+        self: &Arc<Self>,
+        addr: &str,
+        group: GroupId,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> Result<Bytes, Failure> {
+        let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Failure::Unreachable(format!("{addr} did not accept within {timeout:?}")))?
+            .map_err(|e| Failure::Unreachable(format!("cannot reach {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let hello = Message::Hello { cluster: self.cluster.clone(), node: self.node_id, joining: true };
+        write_frame(&mut stream, &hello).await.map_err(|e| Failure::Unreachable(format!("{addr}: {e}")))?;
+        let link = Arc::new(Link::new(0, addr));
+        tokio::select! {
+            // First, so that the connection is the link's way out before the request.
+            biased;
+            _ = run(self.clone(), link.clone(), stream) => Err(Failure::Network(format!("connection to {addr} closed"))),
+            answer = link.request(group, rpc, timeout) => answer,
         }
     }
 
     /// Dials the peers with higher ids (and keeps redialing), and accepts connections from
     /// the others on `listener`, until `shutdown`.
     pub fn start(self: &Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        for link in self.links.values().filter(|l| l.peer > self.node_id) {
-            tokio::spawn(dial(self.clone(), link.clone(), shutdown.clone()));
+        let _ = self.running.set(shutdown.clone());
+        let links: Vec<Arc<Link>> = self.links.read().expect("links lock").values().cloned().collect();
+        for link in links.into_iter().filter(|l| l.peer > self.node_id) {
+            tokio::spawn(dial(self.clone(), link, shutdown.clone()));
         }
         tokio::spawn(accept(self.clone(), listener, shutdown));
     }
@@ -261,15 +347,16 @@ impl std::fmt::Display for Failure {
 }
 
 async fn dial(peers: Arc<Peers>, link: Arc<Link>, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
+    while !shutdown.is_cancelled() && !link.removed.is_cancelled() {
         match TcpStream::connect(&link.addr).await {
             Ok(mut stream) => {
                 let _ = stream.set_nodelay(true);
-                let hello = Message::Hello { cluster: peers.cluster.clone(), node: peers.node_id };
+                let hello = Message::Hello { cluster: peers.cluster.clone(), node: peers.node_id, joining: false };
                 if write_frame(&mut stream, &hello).await.is_ok() {
                     tokio::select! {
                         _ = run(peers.clone(), link.clone(), stream) => {}
                         _ = shutdown.cancelled() => return,
+                        _ = link.removed.cancelled() => return,
                     }
                 }
             }
@@ -278,6 +365,7 @@ async fn dial(peers: Arc<Peers>, link: Arc<Link>, shutdown: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(REDIAL) => {}
             _ = shutdown.cancelled() => return,
+            _ = link.removed.cancelled() => return,
         }
     }
 }
@@ -301,14 +389,19 @@ async fn accept(peers: Arc<Peers>, listener: TcpListener, shutdown: Cancellation
         tokio::spawn(async move {
             let hello = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream)).await;
             let link = match hello {
-                Ok(Ok(Message::Hello { cluster, node })) if cluster == peers.cluster => match peers.link(node) {
-                    Some(link) => link,
-                    None => {
-                        tracing::warn!(%addr, node, "connection from a node that is not a peer refused");
-                        return;
+                Ok(Ok(Message::Hello { cluster, node, joining })) if cluster == peers.cluster => {
+                    match peers.link(node) {
+                        Some(link) if !joining => link,
+                        // Answers its requests; not the link to it (it has none yet).
+                        _ if joining => Arc::new(Link::new(node, &addr.to_string())),
+                        _ => {
+                            // A node registered moments ago: known once metadata here has it.
+                            tracing::debug!(%addr, node, "connection from a node that is not a peer (yet) refused");
+                            return;
+                        }
                     }
-                },
-                Ok(Ok(Message::Hello { cluster, node })) => {
+                }
+                Ok(Ok(Message::Hello { cluster, node, .. })) => {
                     tracing::warn!(%addr, node, cluster, "connection from another cluster refused");
                     return;
                 }
@@ -317,9 +410,11 @@ async fn accept(peers: Arc<Peers>, listener: TcpListener, shutdown: Cancellation
                     return;
                 }
             };
+            let removed = link.removed.clone();
             tokio::select! {
                 _ = run(peers, link, stream) => {}
                 _ = shutdown.cancelled() => {}
+                _ = removed.cancelled() => {}
             }
         });
     }
@@ -511,7 +606,7 @@ where
         Rpc::AppendEntries(b) => encode(&raft.append_entries(decode::<AppendEntriesRequest<C>>(&b)?).await),
         Rpc::Vote(b) => encode(&raft.vote(decode::<VoteRequest<u64>>(&b)?).await),
         Rpc::InstallSnapshot(b) => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<C>>(&b)?).await),
-        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } | Rpc::Leaders(_) | Rpc::TakeLeadership => {
+        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } | Rpc::Leaders(_) | Rpc::TakeLeadership | Rpc::Join(_) => {
             Err("not a raft message".into())
         }
     }

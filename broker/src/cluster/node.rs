@@ -1,6 +1,6 @@
 //! A node: the controller group, the partition groups it hosts, and topic administration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,12 @@ const QUIET_LIVENESS: Duration = Duration::from_secs(2);
 /// Producer ids a node reserves from the controller at a time.
 const PRODUCER_ID_BLOCK: u32 = 1000;
 
+/// Voters of the controller group, at most (the other nodes are learners).
+const CONTROLLER_VOTERS: usize = 3;
+/// How long a partition's leader waits for a new replica to catch up before it tries
+/// the move again.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
 /// The internal topic whose partitions coordinate consumer groups and keep their offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -134,6 +140,7 @@ impl Node {
         let net = GroupNetwork { peers: peers.clone(), group: CONTROLLER_GROUP };
         let raft_config = Arc::new(super::raft_config(config.raft_snapshot_entries));
         let controller = Raft::new(config.node_id, raft_config.clone(), net, log, sm).await?;
+        sync_peers(&peers, &metadata.borrow());
         let stop_groups = tokio_util::sync::CancellationToken::new();
         let settings = crate::group::coordinator::Settings {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -161,8 +168,12 @@ impl Node {
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
         peers.set_handler(handler);
         if !node.controller.is_initialized().await? {
-            // Every voter initializes with the same members: raft's vote picks one leader.
-            node.controller.initialize(node.voters()).await?;
+            match node.config.join.clone() {
+                // The controller's leader adds this node; it learns the metadata from it.
+                Some(seed) => node.join(&seed).await?,
+                // Every voter initializes with the same members: raft's vote picks one leader.
+                None => node.controller.initialize(node.voters()).await?,
+            }
         }
         let has_leader = |m: &openraft::RaftMetrics<u64, BasicNode>| m.current_leader.is_some();
         if node.controller.wait(Some(READY_TIMEOUT)).metrics(has_leader, "controller leader").await.is_err() {
@@ -188,8 +199,9 @@ impl Node {
         node.load_groups()?;
         tokio::spawn(store_group_changes(Arc::downgrade(&node), changes));
         tokio::spawn(follow_metadata(Arc::downgrade(&node), node.metadata.clone()));
-        if !node.peers.ids().is_empty() {
+        if node.config.clustered() {
             tokio::spawn(report_leadership(Arc::downgrade(&node)));
+            tokio::spawn(manage_cluster(Arc::downgrade(&node)));
             if node.config.auto_leader_rebalance_enable {
                 let every = Duration::from_secs(node.config.leader_imbalance_check_interval_seconds.max(1));
                 tokio::spawn(rebalance_leaders(Arc::downgrade(&node), every));
@@ -207,13 +219,207 @@ impl Node {
         peers.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect()
     }
 
-    /// The nodes new partitions are placed on: the voters and every registered node.
+    /// The nodes new partitions are placed on: the configured voters and every registered
+    /// node, but for those decommissioned or being decommissioned.
     fn broker_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.voters().into_keys().collect();
-        ids.extend(self.metadata().brokers.keys());
+        let metadata = self.metadata();
+        let mut ids: Vec<u64> = self.config.peer_map().into_keys().collect();
+        ids.extend(metadata.brokers.keys());
+        ids.retain(|id| !metadata.draining.contains(id) && !metadata.retired.contains(id));
+        if ids.is_empty() {
+            ids.push(self.config.node_id);
+        }
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// Joins the cluster that has a node at raft address `seed`: registers through it and
+    /// links to every node it names, then waits (below, in `open`) for the controller's
+    /// leader to add this node to the controller group. Tries until it is answered.
+    async fn join(&self, seed: &str) -> anyhow::Result<()> {
+        let me = BrokerMeta {
+            kafka: self.config.advertised().to_string(),
+            raft: self.peers.address(self.config.node_id).unwrap_or_default(),
+        };
+        let ask = network::encode(&(self.config.node_id, me)).map_err(anyhow::Error::msg)?;
+        loop {
+            let answer = self.peers.call(seed, CONTROLLER_GROUP, Rpc::Join(ask.clone()), FORWARD_TIMEOUT).await;
+            match answer.map(|b| network::decode::<Result<BTreeMap<u64, String>, String>>(&b)) {
+                Ok(Ok(Ok(nodes))) => {
+                    for (id, addr) in &nodes {
+                        self.peers.add(*id, addr);
+                    }
+                    tracing::info!(seed, nodes = ?nodes.keys().collect::<Vec<_>>(), "joined the cluster");
+                    return Ok(());
+                }
+                Ok(Ok(Err(refusal))) => anyhow::bail!("the cluster at {seed} refused this node: {refusal}"),
+                Ok(Err(e)) => anyhow::bail!("undecodable answer from {seed}: {e}"),
+                Err(e) => tracing::warn!(seed, error = %e, "cannot join yet; trying again"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// A node asks to join (answered on a node of the cluster): registers it and answers
+    /// with every node's raft address. The controller's leader adds it to the controller
+    /// group as a learner (`manage_controller`).
+    async fn admit(&self, id: u64, broker: BrokerMeta) -> Result<BTreeMap<u64, String>, String> {
+        // The same node asking again (its answer was lost) is welcome; another is not.
+        if self.metadata().brokers.get(&id).is_some_and(|known| *known != broker) {
+            return Err(format!("node id {id} is taken by another node"));
+        }
+        match self.write_reply(ControllerCmd::RegisterBroker { id, broker }).await {
+            Ok(_) => {}
+            Err((_, m)) => return Err(m),
+        }
+        tracing::info!(node = id, "node joined the cluster");
+        let mut nodes: BTreeMap<u64, String> =
+            self.metadata().brokers.iter().map(|(id, b)| (*id, b.raft.clone())).collect();
+        for (id, addr) in self.config.peer_map() {
+            nodes.entry(id).or_insert(addr);
+        }
+        Ok(nodes)
+    }
+
+    /// Starts decommissioning node `id`: its replicas move to the other nodes, then it
+    /// leaves the controller group and the cluster (`manage_controller`, on the
+    /// controller's leader); after that it can be stopped.
+    pub async fn decommission(&self, id: u64) -> Result<(), AdminError> {
+        let metadata = self.metadata();
+        if !metadata.brokers.contains_key(&id) {
+            return Err((ResponseError::BrokerIdNotRegistered, format!("node {id} is not a node of the cluster")));
+        }
+        let others = metadata.brokers.keys().filter(|n| **n != id && !metadata.draining.contains(n)).count();
+        let widest = metadata
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions.len()).map(|i| t.holders(i)))
+            .filter(|holders| holders.contains(&id))
+            .map(|holders| holders.len())
+            .max()
+            .unwrap_or(1);
+        if others < widest {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!("node {id} holds partitions of {widest} replicas, and {others} other nodes would remain"),
+            ));
+        }
+        self.write(ControllerCmd::Decommission { id }).await?;
+        tracing::info!(node = id, "decommissioning");
+        Ok(())
+    }
+
+    /// Moves the replicas of partition `index` of `topic` to `replicas` (its leader does
+    /// it: `drive_moves`).
+    pub async fn move_replicas(&self, topic: &str, index: u32, replicas: Vec<u64>) -> Result<(), AdminError> {
+        self.write(ControllerCmd::MoveReplicas { topic: topic.to_string(), index, replicas }).await
+    }
+
+    /// The controller group's voters and learners as its raft knows them here.
+    pub fn controller_members(&self) -> (Vec<u64>, Vec<u64>) {
+        let metrics = self.controller.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        (membership.voter_ids().collect(), membership.learner_ids().collect())
+    }
+
+    /// Work of the controller's leader: every registered node is a member of the
+    /// controller group (a learner, or a voter while there are fewer than three),
+    /// decommissioned nodes stop being voters, and the replicas of nodes being
+    /// decommissioned move to others, least loaded first; a node that holds nothing any
+    /// more and is no voter leaves the cluster. One membership change at a time.
+    async fn manage_controller(&self) {
+        if self.controller_leader() != Some(self.config.node_id) {
+            return;
+        }
+        let metadata = self.metadata();
+        let (voters, learners) = self.controller_members();
+        let active: Vec<u64> = metadata.brokers.keys().filter(|id| !metadata.draining.contains(id)).copied().collect();
+        for id in &active {
+            if !voters.contains(id) && !learners.contains(id) {
+                let addr = metadata.brokers[id].raft.clone();
+                if let Err(e) = self.controller.add_learner(*id, BasicNode::new(addr), false).await {
+                    tracing::warn!(node = id, error = %e, "cannot add the node to the controller group");
+                }
+                return;
+            }
+        }
+        let mut wanted: BTreeSet<u64> = voters
+            .iter()
+            .filter(|id| !metadata.draining.contains(id) && !metadata.retired.contains(id))
+            .copied()
+            .collect();
+        for id in learners.iter().filter(|id| active.contains(id)) {
+            if wanted.len() >= CONTROLLER_VOTERS {
+                break;
+            }
+            wanted.insert(*id);
+        }
+        if !wanted.is_empty() && wanted != voters.iter().copied().collect::<BTreeSet<u64>>() {
+            tracing::info!(voters = ?wanted, "changing the controller's voters");
+            if let Err(e) = self.controller.change_membership(wanted, false).await {
+                tracing::warn!(error = %e, "cannot change the controller's voters");
+            }
+            return;
+        }
+        let gone: BTreeSet<u64> = learners.iter().filter(|id| metadata.retired.contains(id)).copied().collect();
+        if !gone.is_empty() {
+            if let Err(e) = self.controller.change_membership(openraft::ChangeMembers::RemoveNodes(gone), false).await {
+                tracing::warn!(error = %e, "cannot remove decommissioned nodes from the controller group");
+            }
+            return;
+        }
+        for id in metadata.draining.clone() {
+            self.drain(id, &voters).await;
+        }
+    }
+
+    /// Moves each replica on `node` (being decommissioned) to the node holding the fewest
+    /// partitions among those not holding that partition; once nothing is left on it
+    /// and it is no controller voter, it leaves the cluster.
+    async fn drain(&self, node: u64, voters: &[u64]) {
+        let metadata = self.metadata();
+        for (name, t) in &metadata.topics {
+            for (index, replicas) in t.replicas.iter().enumerate() {
+                if !replicas.contains(&node) || t.moving.contains_key(&(index as u32)) {
+                    continue;
+                }
+                let now = self.metadata();
+                let to = now
+                    .brokers
+                    .keys()
+                    .filter(|id| !now.draining.contains(id) && !replicas.contains(id))
+                    .min_by_key(|id| (now.partitions_on(**id), **id));
+                let Some(to) = to else {
+                    tracing::debug!(node, topic = %name, partition = index, "no node to move the replica to");
+                    continue;
+                };
+                let target: Vec<u64> = replicas.iter().map(|id| if *id == node { *to } else { *id }).collect();
+                if let Err((code, m)) = self.move_replicas(name, index as u32, target).await {
+                    tracing::warn!(node, topic = %name, partition = index, %code, m, "cannot move a replica");
+                }
+            }
+        }
+        let metadata = self.metadata();
+        if metadata.partitions_on(node) == 0 && !voters.contains(&node) {
+            match self.write(ControllerCmd::RemoveBroker { id: node }).await {
+                Ok(()) => tracing::info!(node, "node decommissioned: it holds nothing and can be stopped"),
+                Err((code, m)) => tracing::warn!(node, %code, m, "cannot remove the decommissioned node"),
+            }
+        }
+    }
+
+    /// Starts the replica moves of the partitions led here (see [`move_partition`]).
+    fn drive_moves(self: &Arc<Self>) {
+        let metadata = self.metadata();
+        for p in self.partitions() {
+            let Some(t) = metadata.topics.get(&p.topic) else { continue };
+            let Some(target) = t.moving.get(&(p.index as u32)) else { continue };
+            if p.is_leader() && p.start_move() {
+                tokio::spawn(move_partition(Arc::downgrade(self), p, target.clone()));
+            }
+        }
     }
 
     /// Replica sets for `count` new partitions, `factor` replicas each (at most one per
@@ -339,6 +545,16 @@ impl Node {
                 }
                 ControllerRefusal::SourceExists => (ResponseError::InvalidRequest, "source exists".into()),
                 ControllerRefusal::UnknownSource => (ResponseError::InvalidRequest, "unknown source".into()),
+                ControllerRefusal::UnknownBroker => (ResponseError::BrokerIdNotRegistered, "unknown node".into()),
+                ControllerRefusal::MoveInProgress => {
+                    (ResponseError::ReassignmentInProgress, "the partition's replicas are moving already".into())
+                }
+                ControllerRefusal::RetiredBroker => {
+                    (ResponseError::InvalidRequest, "the node id belonged to a decommissioned node".into())
+                }
+                ControllerRefusal::InvalidReplicas => {
+                    (ResponseError::InvalidReplicaAssignment, "replicas must be distinct registered nodes".into())
+                }
             }),
             Err(e) => Err(e),
         }
@@ -366,17 +582,20 @@ impl Node {
         let _guard = self.reconcile_lock.lock().await;
         let metadata = self.metadata();
         let me = self.config.node_id;
-        let wanted: HashMap<GroupId, (String, i32, Vec<u64>)> = metadata
+        // Each partition held here, and the members it starts its group with: its replicas
+        // if this node is one of them and they never moved (every founding replica starts
+        // the group with the same members, so it is safe); none for a replica added later,
+        // which its leader adds to the group.
+        let wanted: HashMap<GroupId, (String, i32, Option<Vec<u64>>)> = metadata
             .topics
             .iter()
             .flat_map(|(name, t)| {
-                t.partitions
-                    .iter()
-                    .zip(&t.replicas)
-                    .enumerate()
-                    .map(move |(i, (g, r))| (*g, (name.clone(), i as i32, r.clone())))
+                t.partitions.iter().enumerate().filter(|(i, _)| t.holders(*i).contains(&me)).map(move |(i, g)| {
+                    let founders = &t.replicas[i];
+                    let initial = (founders.contains(&me) && !t.moved.contains(&(i as u32))).then(|| founders.clone());
+                    (*g, (name.clone(), i as i32, initial))
+                })
             })
-            .filter(|(_, (_, _, replicas))| replicas.contains(&me))
             .collect();
         let existing: Vec<GroupId> = self.partitions.read().expect("partition map lock").keys().copied().collect();
         for group in existing.iter().filter(|g| !wanted.contains_key(g)) {
@@ -399,7 +618,7 @@ impl Node {
                 self.config.producer_id_expiration_ms,
                 GroupNetwork { peers: self.peers.clone(), group },
                 self.raft_config.clone(),
-                &replicas,
+                replicas.as_deref(),
             )
             .await?;
             if p.topic == OFFSETS_TOPIC {
@@ -601,7 +820,7 @@ impl Node {
         self.metadata()
             .topics
             .values()
-            .any(|t| t.partitions.iter().zip(&t.replicas).any(|(g, r)| *g == group && r.contains(&me)))
+            .any(|t| t.partitions.iter().enumerate().any(|(i, g)| *g == group && t.holders(i).contains(&me)))
     }
 
     /// The node leading the controller group now, if there is one.
@@ -615,6 +834,16 @@ impl Node {
             return Some(crate::config::split_host_port(self.config.advertised()));
         }
         self.metadata().brokers.get(&id).map(|b| crate::config::split_host_port(&b.kafka))
+    }
+
+    /// The nodes Kafka clients are told of (id, host, port): every registered one, and
+    /// this one.
+    pub fn brokers(&self) -> Vec<(u64, String, i32)> {
+        let mut ids: Vec<u64> = self.metadata().brokers.keys().copied().collect();
+        if !ids.contains(&self.config.node_id) {
+            ids.push(self.config.node_id);
+        }
+        ids.into_iter().filter_map(|id| self.broker_address(id).map(|(host, port)| (id, host, port))).collect()
     }
 
     /// Waits (bounded) until every partition of `topic` has a leader.
@@ -703,7 +932,22 @@ async fn report_leadership(node: std::sync::Weak<Node>) {
             return;
         }
         node.quiesce();
+        node.drive_moves();
         node.report_leadership().await;
+    }
+}
+
+/// Runs [`Node::manage_controller`] every [`LEADERSHIP_REPORT`] (it does something only
+/// on the controller's leader). A task of its own: a membership change may wait for a
+/// quorum, and must not hold up the leadership reports.
+async fn manage_cluster(node: std::sync::Weak<Node>) {
+    loop {
+        tokio::time::sleep(LEADERSHIP_REPORT).await;
+        let Some(node) = node.upgrade() else { return };
+        if node.stop_groups.is_cancelled() {
+            return;
+        }
+        node.manage_controller().await;
     }
 }
 
@@ -715,6 +959,7 @@ async fn follow_metadata(node: std::sync::Weak<Node>, mut metadata: watch::Recei
         if node.stop_groups.is_cancelled() {
             return;
         }
+        sync_peers(&node.peers, &node.metadata());
         if let Err(e) = node.reconcile().await {
             tracing::error!(error = %e, "cannot start or stop partitions after a metadata change");
         }
@@ -726,6 +971,10 @@ impl network::Handler for Node {
     async fn handle(&self, from: u64, group: GroupId, rpc: Rpc) -> Result<bytes::Bytes, String> {
         if group == CONTROLLER_GROUP {
             return match rpc {
+                Rpc::Join(ask) => {
+                    let (id, broker): (u64, BrokerMeta) = network::decode(&ask)?;
+                    network::encode(&self.admit(id, broker).await)
+                }
                 Rpc::ControllerWrite(cmd) => {
                     let cmd: ControllerCmd = network::decode(&cmd)?;
                     let answer = self.controller.client_write(cmd).await.map(|r| r.data).map_err(|e| e.to_string());
@@ -831,6 +1080,59 @@ async fn follow_coordination(groups: Arc<crate::group::service::GroupService>, p
             return;
         }
     }
+}
+
+/// Links to every registered node, and drops the links to decommissioned ones.
+fn sync_peers(peers: &Arc<Peers>, metadata: &Metadata) {
+    for (id, b) in &metadata.brokers {
+        if !b.raft.is_empty() {
+            peers.add(*id, &b.raft);
+        }
+    }
+    for id in &metadata.retired {
+        peers.remove(*id);
+    }
+}
+
+/// Moves partition `p`'s replicas to `target` while this node leads it: adds the new
+/// replicas to its raft group as learners, waits until they hold every entry (raft
+/// copies the log, or a snapshot and then the batches), makes `target` the group's
+/// voters (joint consensus; a leader not among them steps down once that is
+/// committed), and records the move in metadata, upon which the nodes no longer holding
+/// the partition delete their replica. Ends early when leadership is lost (the next
+/// leader takes the move on); tried again later on any other failure.
+async fn move_partition(node: std::sync::Weak<Node>, p: Arc<Partition>, target: Vec<u64>) {
+    let result = async {
+        let addr = |id: u64| node.upgrade().and_then(|n| n.peers.address(id)).unwrap_or_default();
+        let members = p.members();
+        for id in target.iter().filter(|id| !members.contains(id)) {
+            p.raft.add_learner(*id, BasicNode::new(addr(*id)), false).await.map_err(|e| e.to_string())?;
+        }
+        let deadline = Instant::now() + CATCH_UP_WAIT;
+        while !p.caught_up(&target) {
+            if !p.is_leader() {
+                return Err("leadership lost".to_string());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("new replicas not caught up within {CATCH_UP_WAIT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let voters: BTreeSet<u64> = target.iter().copied().collect();
+        p.raft.change_membership(voters, false).await.map_err(|e| e.to_string())?;
+        let Some(node) = node.upgrade() else { return Ok(()) };
+        let cmd =
+            ControllerCmd::MovedReplicas { topic: p.topic.clone(), index: p.index as u32, replicas: target.clone() };
+        node.write(cmd).await.map_err(|(_, m)| m)
+    }
+    .await;
+    match result {
+        Ok(()) => tracing::info!(topic = %p.topic, partition = p.index, replicas = ?target, "partition replicas moved"),
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "replica move not done; tried again")
+        }
+    }
+    p.end_move();
 }
 
 /// Deletes everything stored for a partition group.

@@ -581,6 +581,8 @@ pub struct Partition {
     /// Offsets partitions: 1 + the raft term whose consumer groups this node has loaded
     /// as their coordinator (0: none).
     coordinating: std::sync::atomic::AtomicU64,
+    /// A move of this partition's replicas is being driven from here.
+    moving: std::sync::atomic::AtomicBool,
     waiting_fetches: Arc<std::sync::atomic::AtomicUsize>,
     epochs: Arc<std::sync::RwLock<Vec<(i32, i64)>>>,
 }
@@ -697,7 +699,7 @@ impl Partition {
         producer_id_expiration_ms: i64,
         network: GroupNetwork,
         raft_config: Arc<openraft::Config>,
-        replicas: &[u64],
+        founders: Option<&[u64]>,
     ) -> anyhow::Result<Arc<Partition>> {
         let node_id = network.peers.node_id;
         let (log_store, sm, offsets) = open_stores(&db, group, &network)?;
@@ -705,7 +707,7 @@ impl Partition {
         let (log, offsets_store, epochs) = (machine.log.clone(), machine.offsets_store.clone(), machine.epochs.clone());
         let raft_peers = network.peers.clone();
         let raft = Raft::new(node_id, raft_config, network, log_store, sm).await?;
-        if !raft.is_initialized().await? {
+        if let (Some(replicas), false) = (founders, raft.is_initialized().await?) {
             let members: std::collections::BTreeMap<u64, BasicNode> =
                 replicas.iter().map(|id| (*id, BasicNode::new(raft_peers.address(*id).unwrap_or_default()))).collect();
             if replicas.first() == Some(&node_id) {
@@ -738,6 +740,7 @@ impl Partition {
             paused,
             liveness: std::sync::Mutex::new(Liveness::new()),
             coordinating: Default::default(),
+            moving: Default::default(),
             waiting_fetches: Default::default(),
             epochs,
         });
@@ -993,6 +996,30 @@ impl Partition {
     /// The node that leads the partition now, as far as this replica knows.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// The group's voters and learners.
+    pub fn members(&self) -> Vec<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
+    /// Whether, as this node leads, every one of `nodes` holds every entry of the log.
+    pub fn caught_up(&self, nodes: &[u64]) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let Some(progress) = m.replication.as_ref().filter(|_| m.current_leader == Some(m.id)) else { return false };
+        nodes.iter().all(|id| *id == m.id || progress.get(id).is_some_and(|l| l.map(|l| l.index) >= m.last_log_index))
+    }
+
+    /// Marks a replica move as under way here; false if one already is.
+    pub fn start_move(&self) -> bool {
+        !self.moving.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn end_move(&self) {
+        self.moving.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The replicas caught up with the leader (Kafka's ISR). The leader knows how far

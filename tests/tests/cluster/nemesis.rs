@@ -233,16 +233,9 @@ async fn ask(port: u16, version: i16, body: RequestKind) -> Option<ResponseKind>
 
 /// Posts to a fault-injection route of the node with HTTP port `http`; whether it answered.
 async fn fault(http: u16, route: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let call = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http)).await.ok()?;
-        let request = format!("POST /faults/{route} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
-        s.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        s.read_to_string(&mut response).await.ok()?;
-        Some(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
-    };
-    tokio::time::timeout(Duration::from_secs(5), call).await.ok().flatten().unwrap_or(false)
+    let path = format!("/faults/{route}");
+    let call = tests::http(([127, 0, 0, 1], http).into(), "POST", &path, "");
+    matches!(tokio::time::timeout(Duration::from_secs(5), call).await, Ok(Some((200, _))))
 }
 
 /// The group's committed offset of each partition (-1: none), as its coordinator at
