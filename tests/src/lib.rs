@@ -152,6 +152,8 @@ pub fn api_key_of(body: &RequestKind) -> ApiKey {
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
         RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
         RequestKind::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
+        RequestKind::AlterPartitionReassignments(_) => ApiKey::AlterPartitionReassignments,
+        RequestKind::ListPartitionReassignments(_) => ApiKey::ListPartitionReassignments,
         other => panic!("no api key mapping for {other:?}"),
     }
 }

@@ -486,7 +486,10 @@ async fn run(peers: Arc<Peers>, link: Arc<Link>, stream: TcpStream) {
         // Requests sent on this connection will not be answered.
         link.pending.lock().expect("link lock").clear();
     }
-    tracing::info!(peer = link.peer, reason = ?result.err(), "raft connection down");
+    match result {
+        Ok(()) => tracing::info!(peer = link.peer, "raft connection down"),
+        Err(e) => tracing::info!(peer = link.peer, reason = %e, "raft connection down"),
+    }
 }
 
 async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, m: &Message) -> anyhow::Result<()> {

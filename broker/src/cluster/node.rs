@@ -358,7 +358,9 @@ impl Node {
         }
         if !wanted.is_empty() && wanted != voters.iter().copied().collect::<BTreeSet<u64>>() {
             tracing::info!(voters = ?wanted, "changing the controller's voters");
-            if let Err(e) = self.controller.change_membership(wanted, false).await {
+            // A voter leaving stays a learner: until its replicas have moved it must follow
+            // the metadata (and write through the leader) to move the partitions it leads.
+            if let Err(e) = self.controller.change_membership(wanted, true).await {
                 tracing::warn!(error = %e, "cannot change the controller's voters");
             }
             return;

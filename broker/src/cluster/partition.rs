@@ -994,8 +994,12 @@ impl Partition {
     }
 
     /// The node that leads the partition now, as far as this replica knows.
+    /// The group's leader as this replica knows it; none once it is no voter (moved off,
+    /// stepping down) and no other has been elected yet.
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow().current_leader
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.current_leader.filter(|id| m.membership_config.membership().voter_ids().any(|v| v == *id))
     }
 
     /// The group's voters and learners.

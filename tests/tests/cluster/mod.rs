@@ -703,6 +703,12 @@ async fn a_node_joins_and_another_is_decommissioned() {
     .await;
     assert_eq!(state["voters"], serde_json::json!([1, 3, 4]), "{state}");
     assert_eq!(state["moving"], serde_json::json!([]), "{state}");
+    // It stayed a learner of the controller while its replicas moved; now it is none.
+    eventually("node 2 out of the controller group", || async {
+        let state = cluster_state(servers[0].http_addr).await?;
+        (state["learners"] == serde_json::json!([])).then_some(())
+    })
+    .await;
     let ids: Vec<u64> = state["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, [1, 3, 4], "{state}");
     let m = metadata(&mut c, &["before", "after"], false).await;
@@ -724,7 +730,8 @@ async fn a_node_joins_and_another_is_decommissioned() {
     for partition in 0..3 {
         let (leader, base) = eventually("a write after node 1 stopped", || async {
             let leader = leader_other_than_in(servers[0].kafka_addr, "before", partition, 1).await;
-            let mut c = Client::connect(kafka_addr(&servers, leader)).await;
+            let s = servers.iter().find(|s| s.node.config.node_id == leader as u64)?;
+            let mut c = Client::connect(s.kafka_addr).await;
             let batch = encode_batch(&[TestRecord::new("k", "later", 3000)]);
             let r = produce(&mut c, "before", partition, batch, -1).await?;
             (r.error_code == 0).then_some((leader, r.base_offset))
