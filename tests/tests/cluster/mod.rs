@@ -723,6 +723,24 @@ async fn a_node_joins_and_another_is_decommissioned() {
     assert_eq!(on_four, 3 + 4, "node 4 holds every partition: only three nodes remain");
     eventually("node 2 holds nothing", || async { servers[1].node.partitions().is_empty().then_some(()) }).await;
 
+    // Three nodes remain for partitions of three replicas: none of them can leave.
+    let (status, body) = http(servers[0].http_addr, "POST", "/cluster/nodes/3/decommission", "").await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    // Node ids are never used twice: not that of a decommissioned node, not that of a
+    // node of the cluster.
+    let seed = servers[0].node.peers.address(1).unwrap();
+    for (id, complaint) in [(2, "decommissioned"), (3, "taken")] {
+        let dir = temp_dir();
+        let again = Config {
+            node_id: id,
+            raft_listen: format!("127.0.0.1:{}", free_port()),
+            join: Some(seed.clone()),
+            ..test_config(dir.path())
+        };
+        let refused = Server::start(again).await.err().expect("refused");
+        assert!(format!("{refused:#}").contains(complaint), "{refused:#}");
+    }
+
     // Node 2 stops, then node 1: nodes 3 and 4 are a quorum of every group. The moved
     // replicas hold every record, and take new ones.
     servers.remove(1).shutdown().await;
