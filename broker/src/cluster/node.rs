@@ -325,10 +325,12 @@ impl Node {
     }
 
     /// Work of the controller's leader: every registered node is a member of the
-    /// controller group (a learner, or a voter while there are fewer than three),
-    /// decommissioned nodes stop being voters, and the replicas of nodes being
-    /// decommissioned move to others, least loaded first; a node that holds nothing any
-    /// more and is no voter leaves the cluster. One membership change at a time.
+    /// controller group (a learner, or a voter while there are fewer than three); the
+    /// replicas of nodes being decommissioned move to others, least loaded first; such a
+    /// node stays a member (it must follow the metadata and write through the leader to
+    /// move the partitions it leads) until it holds nothing, then leaves the group (a
+    /// learner takes its place among the voters; a leader leaving steps down) and the
+    /// cluster. One membership change at a time.
     async fn manage_controller(&self) {
         if self.controller_leader() != Some(self.config.node_id) {
             return;
@@ -345,11 +347,10 @@ impl Node {
                 return;
             }
         }
-        let mut wanted: BTreeSet<u64> = voters
-            .iter()
-            .filter(|id| !metadata.draining.contains(id) && !metadata.retired.contains(id))
-            .copied()
-            .collect();
+        let leaving = |id: &u64| {
+            metadata.retired.contains(id) || (metadata.draining.contains(id) && metadata.partitions_on(*id) == 0)
+        };
+        let mut wanted: BTreeSet<u64> = voters.iter().filter(|id| !leaving(id)).copied().collect();
         for id in learners.iter().filter(|id| active.contains(id)) {
             if wanted.len() >= CONTROLLER_VOTERS {
                 break;
@@ -358,29 +359,28 @@ impl Node {
         }
         if !wanted.is_empty() && wanted != voters.iter().copied().collect::<BTreeSet<u64>>() {
             tracing::info!(voters = ?wanted, "changing the controller's voters");
-            // A voter leaving stays a learner: until its replicas have moved it must follow
-            // the metadata (and write through the leader) to move the partitions it leads.
-            if let Err(e) = self.controller.change_membership(wanted, true).await {
+            if let Err(e) = self.controller.change_membership(wanted, false).await {
                 tracing::warn!(error = %e, "cannot change the controller's voters");
             }
             return;
         }
-        let gone: BTreeSet<u64> = learners.iter().filter(|id| metadata.retired.contains(id)).copied().collect();
+        let gone: BTreeSet<u64> = learners.iter().filter(|id| leaving(id)).copied().collect();
         if !gone.is_empty() {
             if let Err(e) = self.controller.change_membership(openraft::ChangeMembers::RemoveNodes(gone), false).await {
                 tracing::warn!(error = %e, "cannot remove decommissioned nodes from the controller group");
             }
             return;
         }
+        let members: Vec<u64> = voters.into_iter().chain(learners).collect();
         for id in metadata.draining.clone() {
-            self.drain(id, &voters).await;
+            self.drain(id, &members).await;
         }
     }
 
     /// Moves each replica on `node` (being decommissioned) to the node holding the fewest
     /// partitions among those not holding that partition; once nothing is left on it
-    /// and it is no controller voter, it leaves the cluster.
-    async fn drain(&self, node: u64, voters: &[u64]) {
+    /// and it is no member of the controller group, it leaves the cluster.
+    async fn drain(&self, node: u64, members: &[u64]) {
         let metadata = self.metadata();
         for (name, t) in &metadata.topics {
             for (index, replicas) in t.replicas.iter().enumerate() {
@@ -404,7 +404,7 @@ impl Node {
             }
         }
         let metadata = self.metadata();
-        if metadata.partitions_on(node) == 0 && !voters.contains(&node) {
+        if metadata.partitions_on(node) == 0 && !members.contains(&node) {
             match self.write(ControllerCmd::RemoveBroker { id: node }).await {
                 Ok(()) => tracing::info!(node, "node decommissioned: it holds nothing and can be stopped"),
                 Err((code, m)) => tracing::warn!(node, %code, m, "cannot remove the decommissioned node"),

@@ -703,7 +703,7 @@ async fn a_node_joins_and_another_is_decommissioned() {
     .await;
     assert_eq!(state["voters"], serde_json::json!([1, 3, 4]), "{state}");
     assert_eq!(state["moving"], serde_json::json!([]), "{state}");
-    // It stayed a learner of the controller while its replicas moved; now it is none.
+    // It stayed in the controller group while its replicas moved; now it has left it.
     eventually("node 2 out of the controller group", || async {
         let state = cluster_state(servers[0].http_addr).await?;
         (state["learners"] == serde_json::json!([])).then_some(())
