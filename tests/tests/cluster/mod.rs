@@ -2,14 +2,13 @@
 //! partition is replicated by its own raft group, and a partition's records survive the
 //! loss of its leader.
 
+mod membership;
 mod nemesis;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{
-    BrokerId, ListPartitionReassignmentsRequest, MetadataResponse, RequestKind, ResponseKind, TopicName,
-};
+use kafka_protocol::messages::MetadataResponse;
 use tests::requests::*;
 use tests::*;
 
@@ -593,177 +592,6 @@ async fn idle_partitions_go_quiet_and_still_fail_over() {
         moved.iter().all(|p| now[*p as usize] != gone).then_some(())
     })
     .await;
-    for s in servers {
-        s.shutdown().await;
-    }
-}
-
-/// The cluster as `GET /cluster` on the node at `addr` describes it.
-async fn cluster_state(addr: std::net::SocketAddr) -> Option<serde_json::Value> {
-    let (status, body) = http(addr, "GET", "/cluster", "").await?;
-    (status == 200).then(|| serde_json::from_str(&body).expect("JSON"))?
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_joins_and_another_is_decommissioned() {
-    let _serial = one_at_a_time().await;
-    let dirs: Vec<_> = (0..4).map(|_| temp_dir()).collect();
-    let mut servers = three_nodes(&dirs[..3]).await;
-    three_registered(&servers).await;
-    let mut c = Client::connect(servers[0].kafka_addr).await;
-    assert_eq!(create_topic(&mut c, "before", 3, &[]).await, 0);
-    let (_, leaders) = topic_leaders(&servers, 0, "before").await;
-    for (partition, leader) in leaders.iter().enumerate() {
-        let mut c = Client::connect(kafka_addr(&servers, *leader)).await;
-        let records: Vec<TestRecord> = (0..10).map(|i| TestRecord::new("k", &format!("v{i}"), 1000 + i)).collect();
-        let r = produce(&mut c, "before", partition as i32, encode_batch(&records), -1).await.unwrap();
-        assert_eq!((r.error_code, r.base_offset), (0, 0), "partition {partition}");
-    }
-
-    // Node 4 joins through node 1, knowing nothing but its raft address.
-    let seed = servers[0].node.peers.address(1).expect("node 1's raft address");
-    let fourth = Config {
-        node_id: 4,
-        raft_listen: format!("127.0.0.1:{}", free_port()),
-        join: Some(seed),
-        ..test_config(dirs[3].path())
-    };
-    servers.push(Server::start(fourth).await.expect("node 4 joins"));
-    for s in &servers {
-        eventually("four brokers", || async {
-            let m = metadata(&mut Client::connect(s.kafka_addr).await, &[], false).await;
-            (m.brokers.len() == 4).then_some(())
-        })
-        .await;
-    }
-    // It is a member of the controller group: a learner, as there are three voters.
-    let state = eventually("node 4 in the controller group", || async {
-        let state = cluster_state(servers[3].http_addr).await?;
-        state["learners"].as_array()?.contains(&4.into()).then_some(state)
-    })
-    .await;
-    assert_eq!(state["voters"], serde_json::json!([1, 2, 3]), "{state}");
-
-    // New partitions are placed on it too (4 partitions x 3 replicas over 4 nodes: each
-    // node holds 3), and the ones it leads take records.
-    assert_eq!(create_topic(&mut c, "after", 4, &[]).await, 0);
-    let (m, after_leaders) = topic_leaders(&servers, 3, "after").await;
-    let on_four = m.topics[0].partitions.iter().filter(|p| p.replica_nodes.iter().any(|b| b.0 == 4)).count();
-    assert_eq!(on_four, 3, "{m:?}");
-    for (partition, leader) in after_leaders.iter().enumerate() {
-        let mut c = Client::connect(kafka_addr(&servers, *leader)).await;
-        let r = produce(&mut c, "after", partition as i32, encode_batch(&[TestRecord::new("k", "a", 1)]), -1).await;
-        assert_eq!(r.unwrap().error_code, 0, "partition {partition} led by {leader}");
-    }
-
-    // Kafka's reassignment API moves one partition's replicas: partition 0 of `before`
-    // from nodes 1, 2 and 3 to 4, 1 and 3.
-    let alter = |replicas: Option<Vec<i32>>| {
-        use kafka_protocol::messages::alter_partition_reassignments_request::*;
-        let partition = ReassignablePartition::default()
-            .with_partition_index(0)
-            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()));
-        let topic = ReassignableTopic::default().with_name(TopicName("before".into())).with_partitions(vec![partition]);
-        RequestKind::AlterPartitionReassignments(AlterPartitionReassignmentsRequest::default().with_topics(vec![topic]))
-    };
-    let partition_error = |r: ResponseKind| match r {
-        ResponseKind::AlterPartitionReassignments(r) => r.responses[0].partitions[0].error_code,
-        other => panic!("unexpected {other:?}"),
-    };
-    assert_eq!(partition_error(c.call(0, alter(Some(vec![4, 1, 9]))).await), 39, "INVALID_REPLICA_ASSIGNMENT");
-    assert_eq!(partition_error(c.call(0, alter(None)).await), 85, "NO_REASSIGNMENT_IN_PROGRESS");
-    assert_eq!(partition_error(c.call(0, alter(Some(vec![4, 1, 3]))).await), 0);
-    let list = RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default());
-    let ResponseKind::ListPartitionReassignments(listed) = c.call(0, list).await else { panic!() };
-    for p in listed.topics.iter().flat_map(|t| &t.partitions) {
-        // Under way still: adding node 4, removing node 2.
-        assert_eq!((p.adding_replicas.clone(), p.removing_replicas.clone()), (vec![BrokerId(4)], vec![BrokerId(2)]));
-    }
-    eventually("partition 0 moved", || async {
-        let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["before"], false).await;
-        let p = &m.topics[0].partitions[0];
-        (p.replica_nodes == [BrokerId(4), BrokerId(1), BrokerId(3)] && p.leader_id.0 > 0).then_some(())
-    })
-    .await;
-    eventually("node 2 let go of partition 0", || async {
-        servers[1].node.partition("before", 0).is_none().then_some(())
-    })
-    .await;
-
-    // Node 2 is decommissioned (asked at node 3): its replicas move to the others, node 4
-    // becomes a voter of the controller in its place, and it leaves the cluster.
-    let (status, body) = http(servers[2].http_addr, "POST", "/cluster/nodes/2/decommission", "").await.unwrap();
-    assert_eq!(status, 202, "{body}");
-    let (status, _) = http(servers[2].http_addr, "POST", "/cluster/nodes/9/decommission", "").await.unwrap();
-    assert_eq!(status, 404, "an unknown node");
-    let state = eventually("node 2 decommissioned", || async {
-        let state = cluster_state(servers[0].http_addr).await?;
-        state["decommissioned"].as_array()?.contains(&2.into()).then_some(state)
-    })
-    .await;
-    assert_eq!(state["voters"], serde_json::json!([1, 3, 4]), "{state}");
-    assert_eq!(state["moving"], serde_json::json!([]), "{state}");
-    // It stayed in the controller group while its replicas moved; now it has left it.
-    eventually("node 2 out of the controller group", || async {
-        let state = cluster_state(servers[0].http_addr).await?;
-        (state["learners"] == serde_json::json!([])).then_some(())
-    })
-    .await;
-    let ids: Vec<u64> = state["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();
-    assert_eq!(ids, [1, 3, 4], "{state}");
-    let m = metadata(&mut c, &["before", "after"], false).await;
-    assert_eq!(m.brokers.iter().map(|b| b.node_id.0).collect::<BTreeSet<_>>(), BTreeSet::from([1, 3, 4]));
-    for t in &m.topics {
-        for p in &t.partitions {
-            let replicas: BTreeSet<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
-            assert!(!replicas.contains(&2) && replicas.len() == 3, "{:?} {}: {replicas:?}", t.name, p.partition_index);
-        }
-    }
-    let on_four = servers[3].node.partitions().len();
-    assert_eq!(on_four, 3 + 4, "node 4 holds every partition: only three nodes remain");
-    eventually("node 2 holds nothing", || async { servers[1].node.partitions().is_empty().then_some(()) }).await;
-
-    // Three nodes remain for partitions of three replicas: none of them can leave.
-    let (status, body) = http(servers[0].http_addr, "POST", "/cluster/nodes/3/decommission", "").await.unwrap();
-    assert_eq!(status, 409, "{body}");
-    // Node ids are never used twice: not that of a decommissioned node, not that of a
-    // node of the cluster.
-    let seed = servers[0].node.peers.address(1).unwrap();
-    for (id, complaint) in [(2, "decommissioned"), (3, "taken")] {
-        let dir = temp_dir();
-        let again = Config {
-            node_id: id,
-            raft_listen: format!("127.0.0.1:{}", free_port()),
-            join: Some(seed.clone()),
-            ..test_config(dir.path())
-        };
-        let refused = Server::start(again).await.err().expect("refused");
-        assert!(format!("{refused:#}").contains(complaint), "{refused:#}");
-    }
-
-    // Node 2 stops, then node 1: nodes 3 and 4 are a quorum of every group. The moved
-    // replicas hold every record, and take new ones.
-    servers.remove(1).shutdown().await;
-    servers.remove(0).shutdown().await;
-    for partition in 0..3 {
-        let (leader, base) = eventually("a write after node 1 stopped", || async {
-            let leader = leader_other_than_in(servers[0].kafka_addr, "before", partition, 1).await;
-            let s = servers.iter().find(|s| s.node.config.node_id == leader as u64)?;
-            let mut c = Client::connect(s.kafka_addr).await;
-            let batch = encode_batch(&[TestRecord::new("k", "later", 3000)]);
-            let r = produce(&mut c, "before", partition, batch, -1).await?;
-            (r.error_code == 0).then_some((leader, r.base_offset))
-        })
-        .await;
-        assert_eq!(base, 10, "partition {partition}");
-        let mut c = Client::connect(kafka_addr(&servers, leader)).await;
-        let data = fetch(&mut c, "before", partition, 0, 0, 1).await;
-        let offsets: Vec<i64> = decode_records(data.records.unwrap()).iter().map(|(o, _)| *o).collect();
-        assert_eq!(offsets, (0..11).collect::<Vec<_>>(), "partition {partition}");
-    }
-    // The controller too: topics are still created.
-    let mut c = Client::connect(servers[1].kafka_addr).await;
-    assert_eq!(create_topic(&mut c, "later", 1, &[]).await, 0);
     for s in servers {
         s.shutdown().await;
     }
