@@ -132,7 +132,7 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
                     Some(leader) => Some(Leadership {
                         leader,
                         epoch: hosted.offsets().leader_epoch,
-                        isr: hosted.in_sync(),
+                        isr: node.in_sync(&hosted),
                         quiet: false,
                     }),
                     None => reported(),

@@ -54,6 +54,8 @@ pub struct Node {
     /// When each other node's last leadership report came (they come every
     /// [`LEADERSHIP_REPORT`], leading anything or not): node liveness.
     heard: RwLock<HashMap<u64, Instant>>,
+    /// When this node started: nodes not heard from yet count as live for a moment.
+    started: Instant,
 }
 
 /// A partition's leader as it reports itself to the other nodes.
@@ -163,6 +165,7 @@ impl Node {
             raft_config,
             leaders: RwLock::new(HashMap::new()),
             heard: RwLock::new(HashMap::new()),
+            started: Instant::now(),
         });
         // From here the node answers the other nodes (votes for the controller first).
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
@@ -690,6 +693,23 @@ impl Node {
         Ok(())
     }
 
+    /// Whether node `id` is up as far as this one knows: itself, or a node whose last
+    /// leadership report is recent (any node, until it has had time to send one).
+    pub fn is_live(&self, id: u64) -> bool {
+        id == self.config.node_id
+            || match self.heard.read().expect("heard lock").get(&id) {
+                Some(at) => at.elapsed() < QUIET_LIVENESS,
+                None => self.started.elapsed() < QUIET_LIVENESS,
+            }
+    }
+
+    /// The ISR of a partition led here: the voters holding every entry, but for nodes
+    /// gone silent. A quiet group sends nothing a follower could fail to answer, so its
+    /// leader would keep a dead follower in sync until the next write.
+    pub fn in_sync(&self, p: &Partition) -> Vec<u64> {
+        p.in_sync().into_iter().filter(|id| self.is_live(*id)).collect()
+    }
+
     /// What the other nodes last said of a partition group they lead.
     pub fn reported_leader(&self, group: GroupId) -> Option<Leadership> {
         self.leaders.read().expect("leaders lock").get(&group).map(|(l, _)| l.clone())
@@ -738,7 +758,7 @@ impl Node {
                 let report = Leadership {
                     leader: self.config.node_id,
                     epoch: p.offsets().leader_epoch,
-                    isr: p.in_sync(),
+                    isr: self.in_sync(&p),
                     quiet: p.is_quiet(),
                 };
                 (p.group, report)
@@ -911,7 +931,7 @@ async fn rebalance_leaders(node: std::sync::Weak<Node>, every: Duration) {
             .filter_map(|p| {
                 let t = metadata.topics.get(&p.topic)?;
                 let preferred = *t.replicas.get(p.index as usize)?.first()?;
-                (preferred != me && p.in_sync().contains(&preferred)).then_some((p, preferred))
+                (preferred != me && node.in_sync(&p).contains(&preferred)).then_some((p, preferred))
             })
             .collect();
         if moves.is_empty() {

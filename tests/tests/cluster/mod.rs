@@ -592,6 +592,13 @@ async fn idle_partitions_go_quiet_and_still_fail_over() {
         moved.iter().all(|p| now[*p as usize] != gone).then_some(())
     })
     .await;
+    // Nor is it in sync for any partition, though the groups it followed were quiet (no
+    // heartbeat went unanswered): its node's reports stopped.
+    eventually("the stopped node out of every ISR", || async {
+        let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["idle"], false).await;
+        m.topics[0].partitions.iter().all(|p| p.isr_nodes.iter().all(|b| b.0 != gone)).then_some(())
+    })
+    .await;
     for s in servers {
         s.shutdown().await;
     }
