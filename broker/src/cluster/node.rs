@@ -725,8 +725,6 @@ impl Node {
     fn quiesce(&self) {
         let metadata = self.metadata();
         let leaders = self.leaders.read().expect("leaders lock");
-        let heard = self.heard.read().expect("heard lock");
-        let live = |id: u64| heard.get(&id).is_some_and(|t| t.elapsed() < QUIET_LIVENESS);
         for p in self.partitions() {
             if p.is_leader() {
                 p.settle();
@@ -742,7 +740,7 @@ impl Node {
                 r.iter().filter(|id| Some(**id) != leader).position(|id| *id == self.config.node_id).unwrap_or(0)
             });
             // A leader unknown, or on a node silent too long (see `Partition::follow`).
-            let leaderless = !p.leader().is_some_and(|id| id == self.config.node_id || live(id));
+            let leaderless = !p.leader().is_some_and(|id| self.is_live(id));
             p.follow(calm, leaderless, rank);
         }
     }

@@ -24,6 +24,14 @@ async fn join(seed: &Server, id: u64, dir: &tempfile::TempDir) -> anyhow::Result
     Server::start(config).await
 }
 
+/// Three nodes formed from `--peers`, and node 4 joined through node 1 (`dirs`: four).
+async fn four_nodes(dirs: &[tempfile::TempDir]) -> Vec<Server> {
+    let mut servers = three_nodes(&dirs[..3]).await;
+    three_registered(&servers).await;
+    servers.push(join(&servers[0], 4, &dirs[3]).await.expect("node 4 joins"));
+    servers
+}
+
 /// AlterPartitionReassignments of one partition (`None`: cancel).
 fn reassign(topic: &str, partition: i32, replicas: Option<Vec<i32>>) -> RequestKind {
     use kafka_protocol::messages::alter_partition_reassignments_request::*;
@@ -203,9 +211,7 @@ async fn a_node_joins_and_another_is_decommissioned() {
 async fn records_acknowledged_while_replicas_move_are_kept() {
     let _serial = one_at_a_time().await;
     let dirs: Vec<_> = (0..4).map(|_| temp_dir()).collect();
-    let mut servers = three_nodes(&dirs[..3]).await;
-    three_registered(&servers).await;
-    servers.push(join(&servers[0], 4, &dirs[3]).await.expect("node 4 joins"));
+    let servers = four_nodes(&dirs).await;
     let mut c = Client::connect(servers[0].kafka_addr).await;
     assert_eq!(create_placed_topic(&mut c, "moving", -1, -1, &[&[1, 2, 3]]).await, 0);
     let (code, producer_id, epoch) = init_producer_id(&mut c, None, None).await;
