@@ -85,6 +85,15 @@ pub struct Config {
     /// How often a node hands partitions it leads to their preferred replicas.
     #[serde(alias = "leader.imbalance.check.interval.seconds")]
     pub leader_imbalance_check_interval_seconds: u64,
+    /// How long a follower may stay behind its leader and still count in the partition's
+    /// ISR (Metadata, `min.insync.replicas`). A node not heard from for 2 s leaves every
+    /// ISR at once.
+    #[serde(alias = "replica.lag.time.max.ms")]
+    pub replica_lag_time_max_ms: u64,
+    /// The fewest in-sync replicas a partition must have to take an acks=all write
+    /// (NOT_ENOUGH_REPLICAS otherwise): the default of the topic config.
+    #[serde(alias = "min.insync.replicas")]
+    pub min_insync_replicas: i64,
     /// Serves `POST /faults/isolate` and `POST /faults/heal` on the HTTP listener, which
     /// cut this node off from the others (raft and node requests both ways) and restore
     /// it: for fault-injection tests only.
@@ -123,6 +132,8 @@ impl Default for Config {
             raft_snapshot_entries: 8192,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
             fault_injection: false,
         }
     }
@@ -209,6 +220,7 @@ impl Config {
             ("cleanup.policy", self.log_cleanup_policy.clone()),
             ("max.message.bytes", self.message_max_bytes.to_string()),
             ("message.timestamp.type", self.log_message_timestamp_type.clone()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
         ];
         for (name, value) in defaults {
             crate::topic_config::validate(name, &value).map_err(|r| ConfigError::Invalid {

@@ -1,8 +1,9 @@
 //! Topic configs: which Kafka topic configs exist, their defaults, and validation.
 //!
-//! Five have behaviour here (retention, size limits, timestamps, cleanup policy); the
-//! other Kafka topic configs are accepted and stored so that clients and tools that set
-//! them keep working, and are reported by DescribeConfigs like any other.
+//! Some have behaviour here (retention, size limits, timestamps, cleanup policy,
+//! min.insync.replicas); the other Kafka topic configs are accepted and stored so that
+//! clients and tools that set them keep working, and are reported by DescribeConfigs
+//! like any other.
 
 use std::collections::BTreeMap;
 
@@ -115,6 +116,7 @@ pub fn broker_key(name: &str) -> &'static str {
         "cleanup.policy" => "log_cleanup_policy",
         "max.message.bytes" => "message_max_bytes",
         "message.timestamp.type" => "log_message_timestamp_type",
+        "min.insync.replicas" => "min_insync_replicas",
         _ => "",
     }
 }
@@ -128,6 +130,7 @@ pub fn broker_synonym(name: &str) -> Option<&'static str> {
         "cleanup.policy" => Some("log.cleanup.policy"),
         "max.message.bytes" => Some("message.max.bytes"),
         "message.timestamp.type" => Some("log.message.timestamp.type"),
+        "min.insync.replicas" => Some("min.insync.replicas"),
         _ => None,
     }
 }
@@ -140,6 +143,7 @@ pub fn default_value(config: &Config, name: &str) -> Option<String> {
         "cleanup.policy" => config.log_cleanup_policy.clone(),
         "max.message.bytes" => config.message_max_bytes.to_string(),
         "message.timestamp.type" => config.log_message_timestamp_type.clone(),
+        "min.insync.replicas" => config.min_insync_replicas.to_string(),
         other => def(other)?.default.to_string(),
     })
 }
@@ -164,6 +168,7 @@ pub struct TopicSettings {
     pub compact: bool,
     pub delete: bool,
     pub segment_bytes: i64,
+    pub min_insync_replicas: i64,
 }
 
 impl TopicSettings {
@@ -179,6 +184,7 @@ impl TopicSettings {
             compact: policy.split(',').any(|p| p.trim() == "compact"),
             delete: policy.split(',').any(|p| p.trim() == "delete"),
             segment_bytes: long("segment.bytes", 1 << 30),
+            min_insync_replicas: long("min.insync.replicas", 1),
         }
     }
 }

@@ -208,6 +208,41 @@ impl Db {
         self.dir.join("segments").join(group.to_string())
     }
 
+    /// Every group with anything stored here: raft state or segment files. Deleting a
+    /// group removes its raft state, then its segment files ([`crate::segments`]), so a
+    /// group deleted only in part still shows.
+    pub fn stored_groups(&self) -> Result<std::collections::BTreeSet<crate::GroupId>, Error> {
+        let mut groups = std::collections::BTreeSet::new();
+        for cf in [Cf::RaftMeta, Cf::RaftLog] {
+            // One seek per group: to the first key of the group after the last one seen.
+            let mut it = self.rocks.raw_iterator_cf(self.cf(cf));
+            it.seek_to_first();
+            while let Some(key) = it.key() {
+                let Some(group) = key.get(..8).map(|g| u64::from_be_bytes(g.try_into().expect("8 bytes"))) else {
+                    break;
+                };
+                groups.insert(group);
+                match group.checked_add(1) {
+                    Some(next) => it.seek(crate::key(next, 0)),
+                    None => break,
+                }
+            }
+            it.status()?;
+        }
+        match std::fs::read_dir(self.dir.join("segments")) {
+            Ok(entries) => {
+                for entry in entries {
+                    if let Some(group) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                        groups.insert(group);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(groups)
+    }
+
     /// Waits until every WAL write made before this call is on disk.
     pub async fn sync(&self) -> Result<(), std::io::Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -84,6 +84,24 @@ async fn raft_log_survives_reopen_and_groups_stay_apart() {
     assert_eq!(b.read_vote().await.unwrap(), None);
 }
 
+#[tokio::test]
+async fn stored_groups_are_found_by_raft_state_or_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert!(db.stored_groups().unwrap().is_empty());
+    // A vote only; a log of many entries; entries with segment files.
+    RaftLogStore::<TestTypes>::new(db.clone(), 3).save_vote(&Vote::new(1, 1)).await.unwrap();
+    append(&mut RaftLogStore::<TestTypes>::new(db.clone(), 5), (1..=50).map(|i| entry(1, i, i)).collect()).await;
+    blob_store(&db, 9).blocking_append(vec![blob_entry(1, &[b"x"])]).await.unwrap();
+    assert_eq!(db.stored_groups().unwrap().into_iter().collect::<Vec<_>>(), [3, 5, 9]);
+    // Raft state gone, segment files left (as after a crash in the middle of deleting).
+    RaftLogStore::<TestTypes>::new(db.clone(), 9).destroy().unwrap();
+    RaftLogStore::<TestTypes>::new(db.clone(), 5).destroy().unwrap();
+    assert_eq!(db.stored_groups().unwrap().into_iter().collect::<Vec<_>>(), [3, 9]);
+    Segments::open(db.segments_dir(9)).unwrap().destroy().unwrap();
+    assert_eq!(db.stored_groups().unwrap().into_iter().collect::<Vec<_>>(), [3]);
+}
+
 /// Stores `body` as a batch whose first two bytes are its header: the rest goes to a
 /// segment file, as the raft log store would write it, from an entry at `base + 1`.
 fn put(db: &Db, log: &PartitionLog, base: i64, last: i64, max_ts: i64, body: &[u8], index: bool) {

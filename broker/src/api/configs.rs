@@ -115,7 +115,9 @@ fn broker_configs(node: &Node) -> Vec<(&'static str, String)> {
         ("log.retention.check.interval.ms", c.log_retention_check_interval_ms.to_string()),
         ("log.retention.ms", c.log_retention_ms.to_string()),
         ("message.max.bytes", c.message_max_bytes.to_string()),
+        ("min.insync.replicas", c.min_insync_replicas.to_string()),
         ("num.partitions", c.num_partitions.to_string()),
+        ("replica.lag.time.max.ms", c.replica_lag_time_max_ms.to_string()),
         ("socket.request.max.bytes", c.socket_request_max_bytes.to_string()),
     ]
 }

@@ -67,6 +67,18 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                 let (Some(settings), Some(partition)) = (settings, node.partition(&name, pd.index)) else {
                     return Pending::Failed((ResponseError::UnknownTopicOrPartition, None));
                 };
+                // Kafka's rule for acks=all: refused, not written, while too few replicas
+                // are in sync (a follower answers NOT_LEADER_OR_FOLLOWER below).
+                if acks == -1 && partition.is_leader() {
+                    let in_sync = node.in_sync(&partition).len() as i64;
+                    if in_sync < settings.min_insync_replicas {
+                        let why = format!(
+                            "{in_sync} in-sync replicas, min.insync.replicas is {}",
+                            settings.min_insync_replicas
+                        );
+                        return Pending::Failed((ResponseError::NotEnoughReplicas, Some(why)));
+                    }
+                }
                 let records = pd.records.unwrap_or_default();
                 let batches = match check_batches(&records, settings.max_message_bytes, settings.compact) {
                     Ok(b) => b,

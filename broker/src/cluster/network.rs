@@ -143,6 +143,9 @@ pub struct Link {
     generation: AtomicU64,
     /// Cancelled when the peer is removed: its connection closes and is not redialed.
     removed: CancellationToken,
+    /// The connection of a node not a peer (yet), made to join: it is answered `Join`
+    /// and nothing else.
+    joining: bool,
 }
 
 impl Link {
@@ -155,7 +158,13 @@ impl Link {
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             removed: CancellationToken::new(),
+            joining: false,
         }
+    }
+
+    /// The connection of a node joining (or, on its side, of the node it joins through).
+    fn joining(peer: u64, addr: &str) -> Link {
+        Link { joining: true, ..Link::new(peer, addr) }
     }
 
     /// Sends `rpc` for `group` over this link and waits (at most `timeout`) for the answer.
@@ -306,7 +315,7 @@ impl Peers {
         let _ = stream.set_nodelay(true);
         let hello = Message::Hello { cluster: self.cluster.clone(), node: self.node_id, joining: true };
         write_frame(&mut stream, &hello).await.map_err(|e| Failure::Unreachable(format!("{addr}: {e}")))?;
-        let link = Arc::new(Link::new(0, addr));
+        let link = Arc::new(Link::joining(0, addr));
         tokio::select! {
             // First, so that the connection is the link's way out before the request.
             biased;
@@ -393,7 +402,7 @@ async fn accept(peers: Arc<Peers>, listener: TcpListener, shutdown: Cancellation
                     match peers.link(node) {
                         Some(link) if !joining => link,
                         // Answers its requests; not the link to it (it has none yet).
-                        _ if joining => Arc::new(Link::new(node, &addr.to_string())),
+                        _ if joining => Arc::new(Link::joining(node, &addr.to_string())),
                         _ => {
                             // A node registered moments ago: known once metadata here has it.
                             tracing::debug!(%addr, node, "connection from a node that is not a peer (yet) refused");
@@ -447,6 +456,9 @@ async fn run(peers: Arc<Peers>, link: Arc<Link>, stream: TcpStream) {
                 continue;
             }
             match message {
+                Message::Request { id, rpc, .. } if link.joining && !matches!(rpc, Rpc::Join(_)) => {
+                    let _ = tx.send(Message::Response { id, body: Err("not a peer: only Join is answered".into()) });
+                }
                 Message::Request { id, group, rpc } => {
                     let handler = peers.handler.get().and_then(|h| h.upgrade());
                     let tx = tx.clone();

@@ -56,6 +56,9 @@ pub struct Node {
     heard: RwLock<HashMap<u64, Instant>>,
     /// When this node started: nodes not heard from yet count as live for a moment.
     started: Instant,
+    /// Until stored groups were swept for strays (see `Node::sweep_stray_groups`): the
+    /// number of controller log entries there were at start.
+    sweep_after: std::sync::Mutex<Option<u64>>,
 }
 
 /// A partition's leader as it reports itself to the other nodes.
@@ -138,7 +141,11 @@ impl Node {
         let (publish, metadata) = watch::channel(Arc::new(Metadata::default()));
         let sm =
             StateMachine::open(db.clone(), StateStore::new(db.clone(), CONTROLLER_GROUP), Controller::new(publish))?;
-        let log = RaftLogStore::<ControllerTypes>::new(db.clone(), CONTROLLER_GROUP);
+        let mut log = RaftLogStore::<ControllerTypes>::new(db.clone(), CONTROLLER_GROUP);
+        let entries_at_start = {
+            use openraft::storage::RaftLogStorage;
+            log.get_log_state().await?.last_log_id.map_or(0, |l| l.index + 1)
+        };
         let net = GroupNetwork { peers: peers.clone(), group: CONTROLLER_GROUP };
         let raft_config = Arc::new(super::raft_config(config.raft_snapshot_entries));
         let controller = Raft::new(config.node_id, raft_config.clone(), net, log, sm).await?;
@@ -166,6 +173,7 @@ impl Node {
             leaders: RwLock::new(HashMap::new()),
             heard: RwLock::new(HashMap::new()),
             started: Instant::now(),
+            sweep_after: std::sync::Mutex::new(Some(entries_at_start)),
         });
         // From here the node answers the other nodes (votes for the controller first).
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
@@ -198,6 +206,12 @@ impl Node {
                 .await
                 .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
         }
+        // The entries stored before the stop applied again (the state machine replays
+        // them), so that the first reconcile can sweep stray groups; if the leader takes
+        // longer, a later one does.
+        let replayed =
+            |m: &openraft::RaftMetrics<u64, BasicNode>| m.last_applied.map_or(0, |l| l.index + 1) >= entries_at_start;
+        let _ = node.controller.wait(Some(READY_TIMEOUT)).metrics(replayed, "controller log replayed").await;
         node.reconcile().await?;
         node.load_groups()?;
         tokio::spawn(store_group_changes(Arc::downgrade(&node), changes));
@@ -585,6 +599,8 @@ impl Node {
     /// of deleted topics.
     pub async fn reconcile(&self) -> anyhow::Result<()> {
         let _guard = self.reconcile_lock.lock().await;
+        // Before the metadata, which then holds at least every entry applied.
+        let applied = self.controller.metrics().borrow().last_applied.map_or(0, |l| l.index + 1);
         let metadata = self.metadata();
         let me = self.config.node_id;
         // Each partition held here, and the members it starts its group with: its replicas
@@ -611,6 +627,7 @@ impl Node {
                 tracing::info!(topic = %p.topic, partition = p.index, group, "partition deleted");
             }
         }
+        self.sweep_stray_groups(applied, &metadata, &wanted)?;
         for (group, (topic, index, replicas)) in wanted {
             if existing.contains(&group) {
                 continue;
@@ -637,6 +654,39 @@ impl Node {
                 p.log.segments().set_segment_bytes(self.topic_settings(topic).segment_bytes as u64);
             }
         }
+        Ok(())
+    }
+
+    /// Deletes what is stored here of partition groups placed here no more: a node that
+    /// stopped between applying a topic's deletion (or a move of a replica away) and
+    /// deleting the partition's data finds it at start, and nothing else would delete it.
+    /// Once only, when the metadata holds every controller entry the node had stored at
+    /// start (`applied`: entries applied, counted before `metadata` was read): an older
+    /// state could lack the placement of a group stored here. Groups not allocated yet in
+    /// `metadata` are left alone all the same.
+    fn sweep_stray_groups(
+        &self,
+        applied: u64,
+        metadata: &Metadata,
+        wanted: &HashMap<GroupId, (String, i32, Option<Vec<u64>>)>,
+    ) -> anyhow::Result<()> {
+        let mut sweep_after = self.sweep_after.lock().expect("sweep lock");
+        if !sweep_after.is_some_and(|entries| applied >= entries) {
+            return Ok(());
+        }
+        let hosted: BTreeSet<GroupId> = self.partitions.read().expect("partition map lock").keys().copied().collect();
+        for group in self.db.stored_groups()? {
+            if group == CONTROLLER_GROUP
+                || group >= metadata.next_group
+                || wanted.contains_key(&group)
+                || hosted.contains(&group)
+            {
+                continue;
+            }
+            destroy_group(&self.db, group)?;
+            tracing::warn!(group, "deleted the stored data of a partition no longer placed on this node");
+        }
+        *sweep_after = None;
         Ok(())
     }
 
@@ -703,11 +753,12 @@ impl Node {
             }
     }
 
-    /// The ISR of a partition led here: the voters holding every entry, but for nodes
-    /// gone silent. A quiet group sends nothing a follower could fail to answer, so its
-    /// leader would keep a dead follower in sync until the next write.
+    /// The ISR of a partition led here: the voters caught up within the replica lag, but
+    /// for nodes gone silent. A quiet group sends nothing a follower could fail to answer,
+    /// so its leader would keep a dead follower in sync until the next write.
     pub fn in_sync(&self, p: &Partition) -> Vec<u64> {
-        p.in_sync().into_iter().filter(|id| self.is_live(*id)).collect()
+        let lag = Duration::from_millis(self.config.replica_lag_time_max_ms);
+        p.in_sync(lag).into_iter().filter(|id| self.is_live(*id)).collect()
     }
 
     /// What the other nodes last said of a partition group they lead.

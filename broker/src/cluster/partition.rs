@@ -546,6 +546,11 @@ struct Liveness {
     /// As follower: since when no live leader was seen, and when to stand next.
     leaderless_since: Option<std::time::Instant>,
     next_nudge: Option<std::time::Instant>,
+    /// As leader: when each follower last held every entry the leader had at the
+    /// previous [`Partition::settle`] (Kafka's lastCaughtUpTime), for the term `term`.
+    term: u64,
+    previous_last: u64,
+    caught_up_at: std::collections::HashMap<u64, std::time::Instant>,
 }
 
 impl Liveness {
@@ -559,6 +564,9 @@ impl Liveness {
             not_calm_since: Some(now),
             leaderless_since: None,
             next_nudge: None,
+            term: 0,
+            previous_last: 0,
+            caught_up_at: Default::default(),
         }
     }
 }
@@ -875,7 +883,7 @@ impl Partition {
         let handed = async {
             // Entries already in raft reach `to` first.
             let deadline = tokio::time::Instant::now() + HAND_OVER_CATCH_UP;
-            while !self.in_sync().contains(&to) {
+            while !self.caught_up(&[to]) {
                 if tokio::time::Instant::now() > deadline || !self.is_leader() {
                     return false;
                 }
@@ -898,20 +906,36 @@ impl Partition {
     /// [`QUIESCE_AFTER`] and every voter holds every entry, and wakes (heartbeats again)
     /// on the first entry appended after. A hand-over sets heartbeats itself.
     pub fn settle(&self) {
-        if *self.paused.borrow() {
-            return;
-        }
         let (last, voters) = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            (m.last_log_index, m.membership_config.membership().voter_ids().count())
+            let mut l = self.liveness();
+            // A follower is caught up when it holds what the leader held 500 ms ago (the
+            // previous report), so a follower steadily a moment behind under load stays in
+            // sync; one stuck further behind drops out after the replica lag.
+            if l.term != m.current_term {
+                (l.term, l.previous_last) = (m.current_term, m.last_log_index.unwrap_or(0));
+                l.caught_up_at.clear();
+            }
+            let now = std::time::Instant::now();
+            let held = l.previous_last;
+            for (id, matched) in m.replication.iter().flatten() {
+                if matched.map_or(0, |log| log.index) >= held {
+                    l.caught_up_at.insert(*id, now);
+                }
+            }
+            l.previous_last = m.last_log_index.unwrap_or(0);
+            (m.last_log_index, m.membership_config.membership().voter_ids().collect::<Vec<_>>())
         };
-        let in_sync = self.in_sync().len();
+        if *self.paused.borrow() {
+            return;
+        }
+        let caught_up = self.caught_up(&voters);
         let mut l = self.liveness();
         if l.last_index != last {
             (l.last_index, l.last_append) = (last, std::time::Instant::now());
         }
-        l.quiet = l.last_append.elapsed() >= QUIESCE_AFTER && in_sync == voters;
+        l.quiet = l.last_append.elapsed() >= QUIESCE_AFTER && caught_up;
         self.raft.runtime_config().heartbeat(!l.quiet);
     }
 
@@ -1026,19 +1050,26 @@ impl Partition {
         self.moving.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The replicas caught up with the leader (Kafka's ISR). The leader knows how far
-    /// each follower has matched its log: those at its last log entry are in sync. A
-    /// follower does not know, and reports every voter.
-    pub fn in_sync(&self) -> Vec<u64> {
+    /// The replicas in sync with the leader (Kafka's ISR): as leader, the voters holding
+    /// every entry now or caught up within `lag` (Kafka's replica.lag.time.max.ms; see
+    /// [`Partition::settle`]). A follower does not know, and reports every voter.
+    pub fn in_sync(&self, lag: Duration) -> Vec<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         match &m.replication {
             Some(progress) if m.current_leader == Some(m.id) => {
                 let last = m.last_log_index;
+                let l = self.liveness();
+                let recent =
+                    |id: &u64| l.term == m.current_term && l.caught_up_at.get(id).is_some_and(|at| at.elapsed() < lag);
                 voters
                     .into_iter()
-                    .filter(|id| *id == m.id || progress.get(id).is_some_and(|l| l.map(|l| l.index) >= last))
+                    .filter(|id| {
+                        *id == m.id
+                            || progress.get(id).is_some_and(|log| log.map(|log| log.index) >= last)
+                            || recent(id)
+                    })
                     .collect()
             }
             _ => voters,

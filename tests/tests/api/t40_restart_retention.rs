@@ -189,3 +189,64 @@ async fn delete_records_moves_the_log_start_to_the_offset_asked() {
     assert_eq!((resp.error_code, resp.base_offset), (0, 30));
     server.shutdown().await;
 }
+
+/// A node that stopped between deleting a topic in its metadata and deleting the
+/// partition's files finds those files at its next start and deletes them. (Here the
+/// segment files of a deleted topic are put back while the node is stopped, as a stop
+/// after the partition's raft state was deleted but before its files were would leave.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_a_deleted_partition_left_behind_are_deleted_at_start() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{DeleteTopicsRequest, RequestKind, ResponseKind, TopicName};
+
+    let dir = temp_dir();
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "gone", 1, &[]).await, 0);
+    assert_eq!(create_topic(&mut c, "kept", 1, &[]).await, 0);
+    for topic in ["gone", "kept"] {
+        let r = produce(&mut c, topic, 0, encode_batch(&[TestRecord::new("k", "v", 1)]), -1).await.unwrap();
+        assert_eq!((r.error_code, r.base_offset), (0, 0));
+    }
+    let group = server.node.partition("gone", 0).unwrap().group;
+    let files = dir.path().join("segments").join(group.to_string());
+    assert!(files.is_dir(), "{files:?}");
+    drop(c);
+    server.shutdown().await;
+    let aside = temp_dir();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    };
+    copy(&files, aside.path());
+
+    let server = start(test_config(dir.path())).await;
+    let mut c = Client::connect(server.kafka_addr).await;
+    let delete = DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default()
+        .with_name(Some(TopicName(kafka_protocol::protocol::StrBytes::from_static_str("gone"))))]);
+    let ResponseKind::DeleteTopics(r) = c.call(6, RequestKind::DeleteTopics(delete)).await else { panic!() };
+    assert_eq!(r.responses[0].error_code, 0);
+    // Deleted with the topic, as always.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while files.exists() {
+        assert!(std::time::Instant::now() < deadline, "{files:?} not deleted with its topic");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(c);
+    server.shutdown().await;
+
+    copy(aside.path(), &files);
+    let server = start(test_config(dir.path())).await;
+    assert!(!files.exists(), "{files:?} left behind");
+    // The other partition is untouched, and the topic can be made anew.
+    let mut c = Client::connect(server.kafka_addr).await;
+    let data = fetch(&mut c, "kept", 0, 0, 0, 1).await;
+    assert_eq!(data.high_watermark, 1);
+    assert_eq!(create_topic(&mut c, "gone", 1, &[]).await, 0);
+    let r = produce(&mut c, "gone", 0, encode_batch(&[TestRecord::new("k", "again", 1)]), -1).await.unwrap();
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    server.shutdown().await;
+}

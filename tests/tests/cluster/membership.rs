@@ -72,6 +72,15 @@ async fn a_node_joins_and_another_is_decommissioned() {
         assert_eq!((r.error_code, r.base_offset), (0, 0), "partition {partition}");
     }
 
+    // A connection opened with a joining hello is answered Join and nothing else: here
+    // a leadership report of a node that is none.
+    use broker::cluster::network::{encode, Peers, Rpc};
+    let stranger = Peers::new(9, "quarry", &Default::default(), None);
+    let seed = servers[0].node.peers.address(1).expect("node 1's raft address");
+    let report = encode(&Vec::<(u64, broker::cluster::node::Leadership)>::new()).unwrap();
+    let refused = stranger.call(&seed, 0, Rpc::Leaders(report), Duration::from_secs(10)).await;
+    assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("only Join")), "{refused:?}");
+
     // Node 4 joins through node 1, knowing nothing but its raft address.
     servers.push(join(&servers[0], 4, &dirs[3]).await.expect("node 4 joins"));
     for s in &servers {

@@ -538,6 +538,75 @@ async fn leadership_returns_to_the_preferred_replica() {
     }
 }
 
+/// min.insync.replicas as Kafka: while fewer replicas are in sync, an acks=all write is
+/// refused with NOT_ENOUGH_REPLICAS and not written; acks=1 still goes through; once the
+/// replica is back and caught up, acks=all writes go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_all_needs_min_insync_replicas() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let mut configs = three_configs(&dirs);
+    let mut servers = start_three(&mut configs).await;
+    three_registered(&servers).await;
+    let mut c = Client::connect(servers[0].kafka_addr).await;
+    assert_eq!(create_topic(&mut c, "strict", 1, &[("min.insync.replicas", "3")]).await, 0);
+    let (_, leader) = topic_leaders(&servers, 0, "strict").await;
+    let leader = leader[0];
+    let write = |servers: &[Server], value: &'static str, acks: i16| {
+        // To the partition's leader now (a restarted replica may have been elected).
+        let addr = servers[0].kafka_addr;
+        let addrs: Vec<(i32, std::net::SocketAddr)> =
+            servers.iter().map(|s| (s.node.config.node_id as i32, s.kafka_addr)).collect();
+        async move {
+            let m = metadata(&mut Client::connect(addr).await, &["strict"], false).await;
+            let leader = m.topics[0].partitions[0].leader_id.0;
+            let Some((_, at)) = addrs.iter().find(|(id, _)| *id == leader) else { return (-2, -1) };
+            let mut c = Client::connect(*at).await;
+            let r = produce(&mut c, "strict", 0, encode_batch(&[TestRecord::new("k", value, 1)]), acks).await.unwrap();
+            (r.error_code, r.base_offset)
+        }
+    };
+    // Every replica in sync: taken (once the followers have shown they are caught up).
+    let first = eventually("an acks=all write with three replicas in sync", || async {
+        let r = write(&servers, "a", -1).await;
+        (r.0 == 0).then_some(r)
+    })
+    .await;
+    assert_eq!(first, (0, 0));
+
+    // A follower stops: once it leaves the ISR, acks=all is refused and writes nothing.
+    let follower = if leader == 3 { 2 } else { 3 };
+    let at = servers.iter().position(|s| s.node.config.node_id == follower as u64).unwrap();
+    servers.remove(at).shutdown().await;
+    eventually("the stopped replica out of the ISR", || async {
+        let m = metadata(&mut Client::connect(servers[0].kafka_addr).await, &["strict"], false).await;
+        let isr: BTreeSet<i32> = m.topics[0].partitions[0].isr_nodes.iter().map(|b| b.0).collect();
+        (isr.len() == 2 && !isr.contains(&follower)).then_some(())
+    })
+    .await;
+    assert_eq!(write(&servers, "refused", -1).await, (19, -1), "NOT_ENOUGH_REPLICAS");
+    assert_eq!(write(&servers, "b", 1).await, (0, 1), "acks=1 needs no in-sync replicas but the leader");
+
+    // Back and caught up: acks=all is taken again, after "b" and nothing refused.
+    servers.push(start(configs[at].clone()).await);
+    let third = eventually("an acks=all write once the replica is back", || async {
+        let r = write(&servers, "c", -1).await;
+        (r.0 == 0).then_some(r)
+    })
+    .await;
+    assert_eq!(third, (0, 2));
+    let (_, now) = topic_leaders(&servers, 0, "strict").await;
+    let data = fetch(&mut Client::connect(kafka_addr(&servers, now[0])).await, "strict", 0, 0, 0, 0).await;
+    let values: Vec<String> = decode_records(data.records.unwrap_or_default())
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["a", "b", "c"]);
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
 /// Idle partitions go quiet: their leaders stop heartbeating and each node's leadership
 /// reports stand for all its groups, so an idle cluster sends next to no partition raft
 /// messages however many partitions it holds. A write still goes through at once, and
