@@ -68,8 +68,9 @@ pub async fn submit(call: Call, req: ProduceRequest) -> impl Future<Output = Opt
                     return Pending::Failed((ResponseError::UnknownTopicOrPartition, None));
                 };
                 // Kafka's rule for acks=all: refused, not written, while too few replicas
-                // are in sync (a follower answers NOT_LEADER_OR_FOLLOWER below).
-                if acks == -1 && partition.is_leader() {
+                // are in sync (a follower answers NOT_LEADER_OR_FOLLOWER below). One is
+                // always: the leader.
+                if acks == -1 && settings.min_insync_replicas > 1 && partition.is_leader() {
                     let in_sync = node.in_sync(&partition).len() as i64;
                     if in_sync < settings.min_insync_replicas {
                         let why = format!(
