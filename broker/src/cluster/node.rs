@@ -13,7 +13,7 @@ use super::controller::{
 };
 use super::machine::StateMachine;
 use super::network::{self, GroupNetwork, Peers, Rpc};
-use super::partition::Partition;
+use super::partition::{Nudge, Partition};
 use super::ControllerTypes;
 use super::PartitionTypes;
 use crate::config::Config;
@@ -59,6 +59,8 @@ pub struct Node {
     /// Until stored groups were swept for strays (see `Node::sweep_stray_groups`): the
     /// number of controller log entries there were at start.
     sweep_after: std::sync::Mutex<Option<u64>>,
+    /// When this controller voter stands for election without a live controller leader.
+    controller_nudge: std::sync::Mutex<Nudge>,
 }
 
 /// A partition's leader as it reports itself to the other nodes.
@@ -174,6 +176,7 @@ impl Node {
             heard: RwLock::new(HashMap::new()),
             started: Instant::now(),
             sweep_after: std::sync::Mutex::new(Some(entries_at_start)),
+            controller_nudge: Default::default(),
         });
         // From here the node answers the other nodes (votes for the controller first).
         let handler: std::sync::Weak<dyn network::Handler> = Arc::downgrade(&node) as _;
@@ -774,6 +777,7 @@ impl Node {
     /// followers of a node that died or was cut off elect new leaders once its reports
     /// stop.
     fn quiesce(&self) {
+        self.nudge_controller();
         let metadata = self.metadata();
         let leaders = self.leaders.read().expect("leaders lock");
         for p in self.partitions() {
@@ -793,6 +797,25 @@ impl Node {
             // A leader unknown, or on a node silent too long (see `Partition::follow`).
             let leaderless = !p.leader().is_some_and(|id| self.is_live(id));
             p.follow(calm, leaderless, rank);
+        }
+    }
+
+    /// The controller group's elections as partitions' (see [`Nudge`]): a voter without
+    /// a live controller leader stands for election itself after a while (later by its
+    /// rank among the voters), should raft's own timers keep tying.
+    fn nudge_controller(&self) {
+        let me = self.config.node_id;
+        let (leader, rank) = {
+            let metrics = self.controller.metrics();
+            let m = metrics.borrow();
+            let rank = m.membership_config.membership().voter_ids().position(|id| id == me);
+            (m.current_leader, rank)
+        };
+        let Some(rank) = rank else { return };
+        let leaderless = !leader.is_some_and(|id| self.is_live(id));
+        if self.controller_nudge.lock().expect("nudge lock").due(leaderless, rank) {
+            let raft = self.controller.clone();
+            tokio::spawn(async move { raft.trigger().elect().await });
         }
     }
 

@@ -533,6 +533,42 @@ pub struct ProduceJob {
     pub done: oneshot::Sender<Result<Appended, ResponseError>>,
 }
 
+/// When a follower of a group (a partition's or the controller's) without a live
+/// leader stands for election besides raft's own timer, whose timeout openraft draws once
+/// per group and counts in ticks of 1.5 heartbeat intervals, so two followers may tie
+/// round after round: after [`NUDGE_AFTER`] without a leader (longer than a leader
+/// lease), at random times drawn afresh each time, later by `rank`.
+#[derive(Default)]
+pub struct Nudge {
+    leaderless_since: Option<std::time::Instant>,
+    next: Option<std::time::Instant>,
+}
+
+impl Nudge {
+    /// Called every leadership report; whether to stand for election now.
+    pub fn due(&mut self, leaderless: bool, rank: usize) -> bool {
+        let now = std::time::Instant::now();
+        if !leaderless {
+            (self.leaderless_since, self.next) = (None, None);
+            return false;
+        }
+        if now.duration_since(*self.leaderless_since.get_or_insert(now)) < NUDGE_AFTER {
+            return false;
+        }
+        let next = |now: std::time::Instant| {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            now + NUDGE_STAGGER * rank as u32 + Duration::from_millis(random % NUDGE_JITTER_MS)
+        };
+        let due = *self.next.get_or_insert_with(|| next(now));
+        if now < due {
+            return false;
+        }
+        self.next = Some(next(now));
+        true
+    }
+}
+
 /// A replica's quiescence and election state, updated with every leadership report.
 struct Liveness {
     /// As leader: the last log index seen and since when; whether heartbeats are off.
@@ -543,9 +579,8 @@ struct Liveness {
     /// has not been calm (`None`: calm, elections held back).
     elect: bool,
     not_calm_since: Option<std::time::Instant>,
-    /// As follower: since when no live leader was seen, and when to stand next.
-    leaderless_since: Option<std::time::Instant>,
-    next_nudge: Option<std::time::Instant>,
+    /// As follower: when to stand for election without a live leader.
+    nudge: Nudge,
     /// As leader: when each follower last held every entry the leader had at the
     /// previous [`Partition::settle`] (Kafka's lastCaughtUpTime), for the term `term`.
     term: u64,
@@ -562,8 +597,7 @@ impl Liveness {
             quiet: false,
             elect: true,
             not_calm_since: Some(now),
-            leaderless_since: None,
-            next_nudge: None,
+            nudge: Nudge::default(),
             term: 0,
             previous_last: 0,
             caught_up_at: Default::default(),
@@ -952,10 +986,7 @@ impl Partition {
     /// quiet, so elections are held back. When a quiet group's reports stop, every
     /// follower's lease ran out long ago and all would stand at once and split the vote:
     /// each waits `UNFREEZE_STAGGER` times its `rank` first. `leaderless`: no live leader
-    /// is known; after [`NUDGE_AFTER`] (longer than a leader lease) this replica stands
-    /// itself at random intervals (later by `rank`), drawn afresh each time, besides
-    /// raft's own timer (whose timeout is drawn once per group and counted in ticks, so
-    /// two followers may tie round after round).
+    /// is known, so this replica stands when its [`Nudge`] says.
     pub fn follow(&self, calm: bool, leaderless: bool, rank: usize) {
         let now = std::time::Instant::now();
         let mut l = self.liveness();
@@ -972,21 +1003,7 @@ impl Partition {
         }
         self.raft.runtime_config().elect(elect);
 
-        if !leaderless {
-            (l.leaderless_since, l.next_nudge) = (None, None);
-            return;
-        }
-        if now.duration_since(*l.leaderless_since.get_or_insert(now)) < NUDGE_AFTER {
-            return;
-        }
-        let next = |now: std::time::Instant| {
-            use std::hash::{BuildHasher, Hasher};
-            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-            now + NUDGE_STAGGER * rank as u32 + Duration::from_millis(random % NUDGE_JITTER_MS)
-        };
-        let due = *l.next_nudge.get_or_insert_with(|| next(now));
-        if now >= due {
-            l.next_nudge = Some(next(now));
+        if l.nudge.due(leaderless, rank) {
             let raft = self.raft.clone();
             tokio::spawn(async move { raft.trigger().elect().await });
         }

@@ -538,6 +538,37 @@ async fn leadership_returns_to_the_preferred_replica() {
     }
 }
 
+/// The controller group loses its leader: the two other voters elect another, which
+/// takes metadata changes (a topic is created through either node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_elects_a_new_leader_when_its_leader_stops() {
+    let _serial = one_at_a_time().await;
+    let dirs: Vec<_> = (0..3).map(|_| temp_dir()).collect();
+    let mut servers = three_nodes(&dirs).await;
+    three_registered(&servers).await;
+    let old = servers[0].node.controller_leader().expect("a controller leader");
+    let at = servers.iter().position(|s| s.node.config.node_id == old).unwrap();
+    servers.remove(at).shutdown().await;
+    let new = eventually("a new controller leader both nodes know", || async {
+        let leaders: BTreeSet<Option<u64>> = servers.iter().map(|s| s.node.controller_leader()).collect();
+        match leaders.into_iter().collect::<Vec<_>>()[..] {
+            [Some(id)] if id != old => Some(id),
+            _ => None,
+        }
+    })
+    .await;
+    for (i, s) in servers.iter().enumerate() {
+        let mut c = Client::connect(s.kafka_addr).await;
+        let topic = format!("after-{i}");
+        assert_eq!(create_topic(&mut c, &topic, 2, &[]).await, 0, "through node {}", s.node.config.node_id);
+        let (m, _) = topic_leaders(&servers, i, &topic).await;
+        assert_eq!(m.controller_id.0 as u64, new);
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
 /// min.insync.replicas as Kafka: while fewer replicas are in sync, an acks=all write is
 /// refused with NOT_ENOUGH_REPLICAS and not written; acks=1 still goes through; once the
 /// replica is back and caught up, acks=all writes go through again.
