@@ -228,6 +228,14 @@ pub fn decode_records(mut bytes: Bytes) -> Vec<(i64, TestRecord)> {
     out
 }
 
+/// The values of the fetched records, as text.
+pub fn values(data: kafka_protocol::messages::fetch_response::PartitionData) -> Vec<String> {
+    decode_records(data.records.unwrap_or_default())
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

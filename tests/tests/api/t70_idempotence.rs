@@ -15,13 +15,6 @@ async fn send(c: &mut Client, topic: &str, records: &[TestRecord], id: i64, epoc
     (r.error_code, r.base_offset)
 }
 
-fn values(data: kafka_protocol::messages::fetch_response::PartitionData) -> Vec<String> {
-    decode_records(data.records.unwrap_or_default())
-        .into_iter()
-        .map(|(_, r)| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_ids_are_unique_durable_and_epochs_bump() {
     let dir = temp_dir();

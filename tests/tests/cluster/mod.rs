@@ -528,11 +528,7 @@ async fn leadership_returns_to_the_preferred_replica() {
     .await;
     assert_eq!(produced, 2);
     let data = fetch(&mut Client::connect(back_addr).await, "r", 1, 0, 0, 0).await;
-    let values: Vec<String> = decode_records(data.records.unwrap_or_default())
-        .into_iter()
-        .map(|(_, r)| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-        .collect();
-    assert_eq!(values, ["a", "b", "c"]);
+    assert_eq!(values(data), ["a", "b", "c"]);
     for s in servers {
         s.shutdown().await;
     }
@@ -628,11 +624,7 @@ async fn acks_all_needs_min_insync_replicas() {
     assert_eq!(third, (0, 2));
     let (_, now) = topic_leaders(&servers, 0, "strict").await;
     let data = fetch(&mut Client::connect(kafka_addr(&servers, now[0])).await, "strict", 0, 0, 0, 0).await;
-    let values: Vec<String> = decode_records(data.records.unwrap_or_default())
-        .into_iter()
-        .map(|(_, r)| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-        .collect();
-    assert_eq!(values, ["a", "b", "c"]);
+    assert_eq!(values(data), ["a", "b", "c"]);
     for s in servers {
         s.shutdown().await;
     }
