@@ -134,6 +134,7 @@ pub fn describe_topic(node: &Node, name: &str, topic_operations: i32) -> Metadat
                         epoch: hosted.offsets().leader_epoch,
                         isr: node.in_sync(&hosted),
                         quiet: false,
+                        applied: 0,
                     }),
                     None => reported(),
                 },

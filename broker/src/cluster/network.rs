@@ -66,6 +66,9 @@ pub enum Rpc {
     /// The group's leader stopped sending heartbeats to hand leadership over: the
     /// receiver stands for election once the leader's lease has run out.
     TakeLeadership,
+    /// A follower of a quiet group has not learned that the leader's last entries are
+    /// committed (it missed the heartbeat that said so): the leader heartbeats again.
+    Wake,
     /// A new node asks to join the cluster (bincode of its id and `BrokerMeta`); the
     /// answer is every node's raft address once it is registered.
     Join(Bytes),
@@ -81,6 +84,7 @@ impl Rpc {
             Rpc::ReadBatches { .. } => "read_batches",
             Rpc::Leaders(_) => "leaders",
             Rpc::TakeLeadership => "take_leadership",
+            Rpc::Wake => "wake",
             Rpc::Join(_) => "join",
         }
     }
@@ -621,8 +625,11 @@ where
         Rpc::AppendEntries(b) => encode(&raft.append_entries(decode::<AppendEntriesRequest<C>>(&b)?).await),
         Rpc::Vote(b) => encode(&raft.vote(decode::<VoteRequest<u64>>(&b)?).await),
         Rpc::InstallSnapshot(b) => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<C>>(&b)?).await),
-        Rpc::ControllerWrite(_) | Rpc::ReadBatches { .. } | Rpc::Leaders(_) | Rpc::TakeLeadership | Rpc::Join(_) => {
-            Err("not a raft message".into())
-        }
+        Rpc::ControllerWrite(_)
+        | Rpc::ReadBatches { .. }
+        | Rpc::Leaders(_)
+        | Rpc::TakeLeadership
+        | Rpc::Wake
+        | Rpc::Join(_) => Err("not a raft message".into()),
     }
 }

@@ -72,6 +72,9 @@ pub struct Leadership {
     /// The group is quiescent: its leader sends no heartbeats, and its followers stand
     /// for election only once reports like this one stop coming.
     pub quiet: bool,
+    /// The leader's last applied (so committed) log index: a follower of a quiet group
+    /// that applied less asks the leader to heartbeat again ([`Rpc::Wake`]).
+    pub applied: u64,
 }
 
 /// How often a node tells the others which partitions it leads.
@@ -797,6 +800,12 @@ impl Node {
             // A leader unknown, or on a node silent too long (see `Partition::follow`).
             let leaderless = !p.leader().is_some_and(|id| self.is_live(id));
             p.follow(calm, leaderless, rank);
+            // Quiet, but this replica missed the heartbeat telling it the last entries
+            // are committed (it was down or cut off then): the leader heartbeats again.
+            if let Some(leader) = reported.map(|(l, _)| l).filter(|l| calm && p.applied_index() < l.applied) {
+                let (peers, leader, group) = (self.peers.clone(), leader.leader, p.group);
+                tokio::spawn(async move { peers.request(leader, group, Rpc::Wake, LEADERSHIP_REPORT).await });
+            }
         }
     }
 
@@ -832,6 +841,7 @@ impl Node {
                     epoch: p.offsets().leader_epoch,
                     isr: self.in_sync(&p),
                     quiet: p.is_quiet(),
+                    applied: p.applied_index(),
                 };
                 (p.group, report)
             })
@@ -1104,6 +1114,10 @@ impl network::Handler for Node {
                         }
                         Rpc::TakeLeadership => {
                             p.take_leadership(&self.raft_config);
+                            network::encode(&())
+                        }
+                        Rpc::Wake => {
+                            p.wake();
                             network::encode(&())
                         }
                         rpc => network::answer(&p.raft, rpc).await,

@@ -973,6 +973,19 @@ impl Partition {
         self.raft.runtime_config().heartbeat(!l.quiet);
     }
 
+    /// As leader: heartbeats again, as if an entry had just been appended, so that a
+    /// follower learns what is committed; quiet again after [`QUIESCE_AFTER`].
+    pub fn wake(&self) {
+        let mut l = self.liveness();
+        (l.last_append, l.quiet) = (std::time::Instant::now(), false);
+        self.raft.runtime_config().heartbeat(true);
+    }
+
+    /// The index of the last log entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
     /// Whether this leader is quiet (reported so to the other nodes).
     pub fn is_quiet(&self) -> bool {
         self.liveness().quiet
