@@ -582,9 +582,9 @@ struct Liveness {
     /// As follower: when to stand for election without a live leader.
     nudge: Nudge,
     /// As leader: when each follower last held every entry the leader had at the
-    /// previous [`Partition::settle`] (Kafka's lastCaughtUpTime), for the term `term`.
+    /// previous [`Partition::settle`] (`last_index`; Kafka's lastCaughtUpTime), for the
+    /// term `term`.
     term: u64,
-    previous_last: u64,
     caught_up_at: std::collections::HashMap<u64, std::time::Instant>,
 }
 
@@ -599,7 +599,6 @@ impl Liveness {
             not_calm_since: Some(now),
             nudge: Nudge::default(),
             term: 0,
-            previous_last: 0,
             caught_up_at: Default::default(),
         }
     }
@@ -940,35 +939,34 @@ impl Partition {
     /// [`QUIESCE_AFTER`] and every voter holds every entry, and wakes (heartbeats again)
     /// on the first entry appended after. A hand-over sets heartbeats itself.
     pub fn settle(&self) {
-        let (last, voters) = {
+        let voters: Vec<u64> = {
             let m = self.raft.metrics();
             let m = m.borrow();
             let mut l = self.liveness();
-            // A follower is caught up when it holds what the leader held 500 ms ago (the
-            // previous report), so a follower steadily a moment behind under load stays in
-            // sync; one stuck further behind drops out after the replica lag.
+            // A follower is caught up when it holds what the leader held at the previous
+            // settle (500 ms ago), so a follower steadily a moment behind under load stays
+            // in sync; one stuck further behind drops out after the replica lag.
+            let held = if l.term == m.current_term { l.last_index } else { m.last_log_index };
             if l.term != m.current_term {
-                (l.term, l.previous_last) = (m.current_term, m.last_log_index.unwrap_or(0));
+                l.term = m.current_term;
                 l.caught_up_at.clear();
             }
             let now = std::time::Instant::now();
-            let held = l.previous_last;
             for (id, matched) in m.replication.iter().flatten() {
-                if matched.map_or(0, |log| log.index) >= held {
+                if matched.map(|log| log.index) >= held {
                     l.caught_up_at.insert(*id, now);
                 }
             }
-            l.previous_last = m.last_log_index.unwrap_or(0);
-            (m.last_log_index, m.membership_config.membership().voter_ids().collect::<Vec<_>>())
+            if l.last_index != m.last_log_index {
+                (l.last_index, l.last_append) = (m.last_log_index, now);
+            }
+            m.membership_config.membership().voter_ids().collect()
         };
         if *self.paused.borrow() {
             return;
         }
         let caught_up = self.caught_up(&voters);
         let mut l = self.liveness();
-        if l.last_index != last {
-            (l.last_index, l.last_append) = (last, std::time::Instant::now());
-        }
         l.quiet = l.last_append.elapsed() >= QUIESCE_AFTER && caught_up;
         self.raft.runtime_config().heartbeat(!l.quiet);
     }
